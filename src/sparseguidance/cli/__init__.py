@@ -1,0 +1,45 @@
+"""The `sparseguidance` command: one entry point, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sparseguidance.errors import SparseGuidanceError
+
+# Subcommand name -> module; each module defines `add_arguments(parser)` and `run(args) -> int`,
+# and its docstring's first line is the subcommand's help.
+COMMANDS: dict[str, str] = {
+    "flops": "sparseguidance.cli.flops",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="sparseguidance",
+        description="Token-sparse diffusion transformers and Sparse Guidance.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        command = sub.add_parser(name, help=summary, description=summary)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except SparseGuidanceError as e:
+        print(f"sparseguidance {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparseguidance {args.command}: interrupted", file=sys.stderr)
+        return 130

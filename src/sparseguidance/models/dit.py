@@ -1,0 +1,395 @@
+"""The DiT / SiT backbone (adaLN-Zero transformer over patches) with token sparsity as a per-call setting.
+
+Top to bottom: config, embedders, block, mask decoder, final layer, the model, positional encodings.
+Parameter names follow the released DiT / SiT checkpoints (`x_embedder.proj`, `t_embedder.mlp`,
+`y_embedder.embedding_table`, `pos_embed`, `blocks.N.attn.qkv`, `blocks.N.adaLN_modulation`,
+`final_layer`), so their state dicts load as they are.
+
+Sparsity (PAPER.md §1), chosen per call through `gamma` (or explicit kept indices `keep`):
+- routing (TREAD): for each route (start, end), blocks start..end inclusive see only the kept tokens;
+  the others skip them unchanged and are put back in place after block `end`;
+- masking (MaskDiT): dropped tokens never enter the encoder; the decoder receives the encoder output
+  with a learnable mask token in every dropped position.
+Dropped tokens cost nothing: kept tokens are gathered, run and scattered back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparseguidance.errors import ConfigError
+from sparseguidance.sparsity import Generators, check_gamma, check_keep, draw_keep, gather_tokens, scatter_tokens
+
+Route = tuple[int, int]
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class MaskDecoderConfig:
+    """MaskDiT's decoder: its own depth, width and heads (8 × 512 × 16 in the paper's XL setting)."""
+
+    depth: int = 8
+    width: int = 512
+    heads: int = 16
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.width < 1 or self.heads < 1 or self.width % self.heads:
+            raise ConfigError(f"mask decoder needs depth, width, heads ≥ 1 and width divisible by heads: {self}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one DiT/SiT model, plus the sparsity it was trained with."""
+
+    input_size: int = 32  # spatial size of the (latent) image, square
+    in_channels: int = 4
+    patch_size: int = 2
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000  # the embedding table has one more row: the null class for label dropout
+    learn_sigma: bool = False  # extra output channels as in released DiT/SiT weights (dropped by forward)
+    routes: tuple[Route, ...] = ()  # routing: blocks start..end (0-based, inclusive) see only kept tokens
+    decoder: MaskDecoderConfig | None = None  # masking: a decoder after the encoder
+    train_gamma: float = 0.0  # selection ratio used in training (the routing or masking rate)
+
+    def __post_init__(self) -> None:
+        positive = ("input_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads", "num_classes")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.input_size % self.patch_size:
+            raise ConfigError(f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.routes and self.decoder is not None:
+            raise ConfigError("a model is either routed (routes) or masked (decoder), not both")
+        object.__setattr__(self, "routes", check_routes(self.routes, self.depth))
+        check_gamma(self.train_gamma, "train_gamma")
+
+    @property
+    def num_tokens(self) -> int:
+        """Patch tokens per image, T = (input_size / patch_size)²."""
+        return (self.input_size // self.patch_size) ** 2
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the final layer: doubled when learn_sigma."""
+        return self.in_channels * 2 if self.learn_sigma else self.in_channels
+
+    @property
+    def sparsity(self) -> str:
+        """'routing', 'masking' or 'dense': how the model was built to drop tokens."""
+        return "routing" if self.routes else "masking" if self.decoder is not None else "dense"
+
+
+def check_routes(routes: Sequence[Sequence[int]], depth: int) -> tuple[Route, ...]:
+    """Validate routes against the depth: 0 ≤ start ≤ end < depth, sorted, not overlapping."""
+    checked: list[Route] = []
+    for route in routes:
+        if len(route) != 2 or not all(isinstance(b, int) for b in route):
+            raise ConfigError(f"a route is a pair of block indices (start, end), got {route!r}")
+        start, end = int(route[0]), int(route[1])
+        if not 0 <= start <= end < depth:
+            raise ConfigError(f"route {start}-{end} lies outside the model's depth {depth} (blocks 0..{depth - 1})")
+        if checked and start <= checked[-1][1]:
+            raise ConfigError(f"routes must be sorted and must not overlap: {checked[-1]} then {(start, end)}")
+        checked.append((start, end))
+    return tuple(checked)
+
+
+# ------------------------------------------------------------------------------------------ embedders
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) image -> (B, T, D) patch tokens through a strided convolution."""
+
+    def __init__(self, in_channels: int, hidden_size: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, T, D)
+
+
+class TimestepEmbedder(nn.Module):
+    """t -> sinusoidal features (256) -> MLP -> (B, D); t is embedded as given (SiT: t ∈ [0, 1])."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256) -> None:
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_size // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs[None]  # (B, half)
+        features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 256)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class label -> (B, D); row `num_classes` is the null class ∅ that label dropout trains."""
+
+    def __init__(self, num_classes: int, hidden_size: int) -> None:
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(y)
+
+
+# ---------------------------------------------------------------------------------------------- block
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x·(1 + scale) + shift, with per-sample (B, 1, D) shift and scale."""
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through scaled_dot_product_attention."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, d)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, N, d)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+
+
+class Mlp(nn.Module):
+    """Two linear layers with a tanh-approximated GELU between them (as in DiT)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning on c (of width `cond_size`)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, cond_size: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_size, 6 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        mod = self.adaLN_modulation(c).unsqueeze(1).chunk(6, dim=-1)  # 6 × (B, 1, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, D)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D)
+
+
+class MaskDecoder(nn.Module):
+    """MaskDiT's decoder: encoder output in the kept places, a learnable mask token elsewhere, plus positions."""
+
+    def __init__(self, config: MaskDecoderConfig, hidden_size: int, mlp_ratio: float, grid_size: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(hidden_size, config.width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.width))
+        self.register_buffer("pos_embed", sincos_2d(config.width, grid_size).unsqueeze(0))
+        self.blocks = nn.ModuleList(
+            DiTBlock(config.width, config.heads, mlp_ratio, hidden_size) for _ in range(config.depth)
+        )
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        x = self.embed(x)  # (B, K, Dd)
+        if keep is not None:
+            full = self.mask_token.expand(x.shape[0], self.pos_embed.shape[1], -1).to(x.dtype)  # (B, T, Dd)
+            x = scatter_tokens(full, x, keep)  # (B, T, Dd)
+        x = x + self.pos_embed
+        for block in self.blocks:
+            x = block(x, c)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN, then a linear map from each token to its patch of output channels."""
+
+    def __init__(self, width: int, cond_size: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(width, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_size, 2 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=-1)  # 2 × (B, 1, D)
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, p·p·C)
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass
+class TokenPlan:
+    """Which tokens go where in one forward: routed spans (start -> (end, keep)) or the masking subset."""
+
+    routes: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
+    mask_keep: torch.Tensor | None = None
+
+
+class DiT(nn.Module):
+    """Class-conditional DiT/SiT; `forward(x, t, y, gamma=…)` runs it at any token sparsity γ."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, grid = config.hidden_size, config.input_size // config.patch_size
+        self.x_embedder = PatchEmbed(config.in_channels, D, config.patch_size)
+        self.t_embedder = TimestepEmbedder(D)
+        self.y_embedder = LabelEmbedder(config.num_classes, D)
+        self.register_buffer("pos_embed", sincos_2d(D, grid).unsqueeze(0))  # (1, T, D), fixed
+        self.blocks = nn.ModuleList(
+            DiTBlock(D, config.num_heads, config.mlp_ratio, D) for _ in range(config.depth)
+        )
+        self.decoder = (
+            MaskDecoder(config.decoder, D, config.mlp_ratio, grid) if config.decoder is not None else None
+        )
+        width = config.decoder.width if config.decoder is not None else D
+        self.final_layer = FinalLayer(width, D, config.patch_size, config.out_channels)
+        self.initialize_weights()
+
+    @property
+    def null_class(self) -> int:
+        """Label of the null class ∅ (the unconditional branch of CFG)."""
+        return self.config.num_classes
+
+    def initialize_weights(self) -> None:
+        """DiT's initialisation: Xavier linears, N(0, 0.02) embeddings, zero adaLN gates and output layer."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        proj = self.x_embedder.proj
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in [*self.blocks, *(self.decoder.blocks if self.decoder is not None else []), self.final_layer]:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+        if self.decoder is not None:
+            nn.init.normal_(self.decoder.mask_token, std=0.02)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        y: torch.Tensor,
+        gamma: float = 0.0,
+        generator: Generators = None,
+        keep: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        routes: Sequence[Route] | None = None,
+    ) -> torch.Tensor:
+        """Predict the velocity (B, C, H, W) for images x at times t with labels y, at token sparsity γ.
+
+        gamma:     fraction of tokens dropped (masking) or routed around the route's blocks (routing).
+        generator: source of the token subsets: one torch.Generator, or one per sample.
+        keep:      explicit kept indices (B, K) instead of a random draw (one tensor per route, or one for all).
+        routes:    routes to use instead of the configured ones (routing or dense models only).
+        """
+        B = self._check_input(x, y)
+        t = torch.as_tensor(t, device=x.device).expand(B) if not torch.is_tensor(t) or t.dim() == 0 else t
+        tokens = self.x_embedder(x) + self.pos_embed  # (B, T, D): positions travel with the tokens
+        c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
+        plan = self._plan(B, gamma, generator, keep, routes, x.device)
+
+        if plan.mask_keep is not None:
+            tokens = gather_tokens(tokens, plan.mask_keep)  # (B, K, D): dropped tokens never enter
+        full, end = None, -1
+        for i, block in enumerate(self.blocks):
+            if i in plan.routes:
+                end, route_keep = plan.routes[i]
+                full, tokens = tokens, gather_tokens(tokens, route_keep)  # (B, K, D)
+            tokens = block(tokens, c)
+            if i == end:
+                tokens, full, end = scatter_tokens(full, tokens, route_keep), None, -1  # (B, T, D)
+        if self.decoder is not None:
+            tokens = self.decoder(tokens, c, plan.mask_keep)  # (B, T, Dd)
+        out = self.unpatchify(self.final_layer(tokens, c))  # (B, C_out, H, W)
+        return out[:, : self.config.in_channels]  # learn_sigma's σ channels are not used by flow matching
+
+    def _check_input(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        cfg = self.config
+        expected = (cfg.in_channels, cfg.input_size, cfg.input_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ConfigError(f"model expects input (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if y.shape != (x.shape[0],):
+            raise ConfigError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        return x.shape[0]
+
+    def _plan(
+        self,
+        batch: int,
+        gamma: float,
+        generator: Generators,
+        keep: torch.Tensor | Sequence[torch.Tensor] | None,
+        routes: Sequence[Route] | None,
+        device: torch.device,
+    ) -> TokenPlan:
+        """Decide the kept tokens of this call: none (dense), one subset (masking) or one per route."""
+        T = self.config.num_tokens
+        check_gamma(gamma)
+        if gamma == 0.0 and keep is None:
+            return TokenPlan()  # γ = 0 is exactly the dense forward
+        if self.decoder is not None:
+            if routes is not None:
+                raise ConfigError("a masking model cannot be routed")
+            if isinstance(keep, Sequence):
+                raise ConfigError("a masking model takes one keep tensor, not one per route")
+            subset = check_keep(keep, batch, T) if keep is not None else draw_keep(batch, T, gamma, generator, device)
+            return TokenPlan(mask_keep=subset)
+        routes = self.config.routes if routes is None else check_routes(routes, self.config.depth)
+        if not routes:
+            raise ConfigError("this model is dense: give it routes (or train a masking model) to run it sparse")
+        if keep is None:
+            keeps = [draw_keep(batch, T, gamma, generator, device) for _ in routes]
+        else:
+            keeps = [keep] * len(routes) if torch.is_tensor(keep) else list(keep)
+            if len(keeps) != len(routes):
+                raise ConfigError(f"got {len(keeps)} keep tensors for {len(routes)} routes")
+            keeps = [check_keep(k, batch, T) for k in keeps]
+        return TokenPlan(routes={start: (end, k) for (start, end), k in zip(routes, keeps, strict=True)})
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, p·p·C) patch tokens -> (B, C, H, W) image, in DiT's layout."""
+        p, C = self.config.patch_size, self.config.out_channels
+        h = w = self.config.input_size // p
+        x = x.reshape(x.shape[0], h, w, p, p, C)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], C, h * p, w * p)
+
+
+# -------------------------------------------------------------------------------- positional encodings
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """Fixed 1-D sin-cos encoding (N,) -> (N, dim): sin of the first half of frequencies, cos of the second."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.double()[:, None] * omega[None]  # (N, dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def sincos_2d(dim: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos encoding (grid², dim), row-major over the grid, as in MAE/DiT."""
+    if dim % 4:
+        raise ConfigError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+    # DiT's grid puts the column coordinate in the first half of the channels and the row in the second.
+    return torch.cat([sincos_1d(dim // 2, cols.flatten()), sincos_1d(dim // 2, rows.flatten())], dim=1).float()
