@@ -28,8 +28,14 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     size, patch = name.split("-", 1)[1].split("/")
     depth, hidden, heads = SIZES[size]
     base = ModelConfig(
-        input_size=32, in_channels=4, patch_size=int(patch), hidden_size=hidden, depth=depth, num_heads=heads,
-        num_classes=1000, learn_sigma=True,
+        input_size=32,
+        in_channels=4,
+        patch_size=int(patch),
+        hidden_size=hidden,
+        depth=depth,
+        num_heads=heads,
+        num_classes=1000,
+        learn_sigma=True,
     )
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - known)
@@ -48,5 +54,12 @@ def create_model(config: ModelConfig | str, **overrides: Any) -> DiT:
 
 
 __all__ = [
-    "DiT", "MaskDecoderConfig", "ModelConfig", "MODEL_NAMES", "SIZES", "check_routes", "create_model", "model_config",
+    "DiT",
+    "MaskDecoderConfig",
+    "ModelConfig",
+    "MODEL_NAMES",
+    "SIZES",
+    "check_routes",
+    "create_model",
+    "model_config",
 ]

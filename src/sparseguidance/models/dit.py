@@ -254,12 +254,8 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(D)
         self.y_embedder = LabelEmbedder(config.num_classes, D)
         self.register_buffer("pos_embed", sincos_2d(D, grid).unsqueeze(0))  # (1, T, D), fixed
-        self.blocks = nn.ModuleList(
-            DiTBlock(D, config.num_heads, config.mlp_ratio, D) for _ in range(config.depth)
-        )
-        self.decoder = (
-            MaskDecoder(config.decoder, D, config.mlp_ratio, grid) if config.decoder is not None else None
-        )
+        self.blocks = nn.ModuleList(DiTBlock(D, config.num_heads, config.mlp_ratio, D) for _ in range(config.depth))
+        self.decoder = MaskDecoder(config.decoder, D, config.mlp_ratio, grid) if config.decoder is not None else None
         width = config.decoder.width if config.decoder is not None else D
         self.final_layer = FinalLayer(width, D, config.patch_size, config.out_channels)
         self.initialize_weights()

@@ -1,0 +1,130 @@
+"""FLOPs of one forward and one guided sampling step, in the paper's convention and in full."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from sparseguidance.cli.arguments import parse_decoder, parse_interval, parse_route
+from sparseguidance.errors import ConfigError
+from sparseguidance.flops import euler_step_flops, forward_flops
+from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
+from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, model_config
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--model / --route / --decoder (with a prefix such as `weak-` for the auxiliary model)."""
+    dash = f"--{prefix}"
+    parser.add_argument(
+        f"{dash}model",
+        choices=MODEL_NAMES,
+        metavar="NAME",
+        required=not prefix,
+        help="registry name, e.g. SiT-XL/2" + (" (default: same as --model)" if prefix else ""),
+    )
+    parser.add_argument(
+        f"{dash}route",
+        action="append",
+        type=parse_route,
+        metavar="START-END",
+        help="routed blocks, 0-based and inclusive (repeatable), e.g. 2-24",
+    )
+    parser.add_argument(
+        f"{dash}decoder",
+        type=parse_decoder,
+        metavar="DxWxH",
+        help="masking: the decoder's depth x width x heads, e.g. 8x512x16",
+    )
+
+
+def build_config(
+    name: str,
+    routes: list[tuple[int, int]] | None,
+    decoder: MaskDecoderConfig | None,
+    input_size: int,
+    in_channels: int,
+) -> ModelConfig:
+    """The ModelConfig that the command-line arguments describe."""
+    return model_config(
+        name, routes=tuple(routes or ()), decoder=decoder, input_size=input_size, in_channels=in_channels
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `sparseguidance flops`."""
+    add_model_arguments(parser)
+    add_model_arguments(parser, "weak-")
+    parser.add_argument("--input-size", type=int, default=32, help="spatial size of the (latent) input (default 32)")
+    parser.add_argument("--in-channels", type=int, default=4, help="input channels (default 4: SD-VAE latents)")
+    parser.add_argument("--guidance", choices=list(GUIDANCE_METHODS), default="none")
+    parser.add_argument("--gamma-strong", metavar="G|START:END", help="γ of the strong branch")
+    parser.add_argument("--gamma-weak", metavar="G|START:END", help="γ of the weak branch")
+    parser.add_argument(
+        "--gamma-schedule",
+        choices=SCHEDULE_KINDS,
+        default="constant",
+        help="how START:END values move over the steps (default: linear when given START:END)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=parse_interval,
+        default=(0.0, 1.0),
+        metavar="LO:HI",
+        help="guide only for t in [LO, HI] (t = 0 noise, 1 data)",
+    )
+    parser.add_argument("--steps", type=int, default=40, help="Euler steps (default 40)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int) -> dict[str, Any]:
+    """FLOPs summary of a guided Euler sampler: per dense forward, per step (mean) and per image, in GFLOPs."""
+    if num_steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {num_steps}")
+    step = euler_step_flops(guidance, main, weak, num_steps)
+    return {
+        "guidance": guidance.name,
+        "steps": num_steps,
+        **step.as_dict("gflops"),
+        **(step * num_steps).as_dict("gflops_per_image"),
+        **forward_flops(main).as_dict("dense_forward_gflops"),
+        "convention": {
+            "paper": "1 per multiply-add of linear layers, attention matmuls not counted",
+            "full": "2 per multiply-add, attention matmuls included",
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the FLOPs of the described sampling setting."""
+    main = build_config(args.model, args.route, args.decoder, args.input_size, args.in_channels)
+    strong, weak_gamma = (
+        parse_schedule(text, args.gamma_schedule, label) if text is not None else None
+        for text, label in ((args.gamma_strong, "--gamma-strong"), (args.gamma_weak, "--gamma-weak"))
+    )
+    guidance = make_guidance(args.guidance, 1.0, strong, weak_gamma, args.interval)
+    weak = None
+    if guidance.uses_weak_model:
+        weak = build_config(
+            args.weak_model or args.model,
+            args.weak_route or args.route,
+            args.weak_decoder or args.decoder,
+            args.input_size,
+            args.in_channels,
+        )
+    routes = [list(r) for r in main.routes]
+    summary = {"model": args.model, "routes": routes, **report(guidance, main, weak, args.steps)}
+    if weak is not None:
+        summary["weak_model"] = args.weak_model or args.model
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.model}  sparsity={main.sparsity}  guidance={guidance.name}  steps={args.steps}")
+    print(f"{'':28}{'paper':>12}{'full':>12}   (GFLOPs per sample)")
+    for label, key in (
+        ("dense forward", "dense_forward_gflops"),
+        ("per sampling step", "gflops"),
+        ("per image", "gflops_per_image"),
+    ):
+        print(f"{label:28}{summary[key + '_paper']:12.2f}{summary[key + '_full']:12.2f}")
+    return 0

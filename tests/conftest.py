@@ -1,0 +1,53 @@
+"""Shared test helpers: tiny models with non-trivial (random) weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from sparseguidance.models import DiT, MaskDecoderConfig, ModelConfig, create_model
+
+TINY = ModelConfig(input_size=8, in_channels=3, patch_size=2, hidden_size=32, depth=4, num_heads=2, num_classes=5)
+
+
+def tiny_config(**overrides: object) -> ModelConfig:
+    """A 4-block, width-32 model on 3×8×8 inputs (16 tokens), with overrides."""
+    return dataclasses.replace(TINY, **overrides)
+
+
+def randomize(model: DiT, seed: int = 0, std: float = 0.1) -> DiT:
+    """Fill every parameter with N(0, std²) so that no zero-initialised gate hides a bug."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model.eval()
+
+
+def tiny_model(seed: int = 0, **overrides: object) -> DiT:
+    """A randomised tiny model."""
+    return randomize(create_model(tiny_config(**overrides)), seed)
+
+
+def tiny_inputs(batch: int = 3, seed: int = 1, config: ModelConfig = TINY) -> tuple[torch.Tensor, ...]:
+    """(x, t, y) for a tiny model; the last label is the null class."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, config.in_channels, config.input_size, config.input_size, generator=gen)
+    t = torch.rand(batch, generator=gen)
+    y = torch.randint(0, config.num_classes, (batch,), generator=gen)
+    y[-1] = config.num_classes
+    return x, t, y
+
+
+@pytest.fixture
+def routed() -> DiT:
+    """Tiny model with route 1→2."""
+    return tiny_model(routes=((1, 2),), train_gamma=0.5)
+
+
+@pytest.fixture
+def masked() -> DiT:
+    """Tiny model with a 2-block decoder of width 16."""
+    return tiny_model(decoder=MaskDecoderConfig(depth=2, width=16, heads=2), train_gamma=0.5)

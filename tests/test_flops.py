@@ -1,0 +1,159 @@
+"""FLOPs: the analytic count against torch's FlopCounterMode (meta device) and against PAPER.md Table 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sparseguidance.cli import main
+from sparseguidance.errors import ConfigError
+from sparseguidance.flops import euler_step_flops, forward_flops
+from sparseguidance.guidance import GammaSchedule, make_guidance
+from sparseguidance.models import MaskDecoderConfig, create_model, model_config
+from sparseguidance.sparsity import kept_count
+
+SIT_ROUTED = model_config("SiT-XL/2", routes=((2, 24),))
+
+
+def counted_flops(config, gamma: float) -> int:
+    """FLOPs that torch counts for one forward of one sample on the meta device (where SDPA is counted)."""
+    with torch.device("meta"):
+        model = create_model(config)
+        x = torch.zeros(1, config.in_channels, config.input_size, config.input_size)
+        t, y = torch.zeros(1), torch.zeros(1, dtype=torch.long)
+        keep = torch.arange(kept_count(config.num_tokens, gamma)).unsqueeze(0)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x, t, y, keep=keep if gamma > 0 else None)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "gamma"),
+    [
+        ("DiT-B/2", {}, 0.0),
+        ("DiT-B/2", {"routes": ((2, 8),)}, 0.5),
+        ("SiT-S/4", {"routes": ((0, 3), (6, 10)), "learn_sigma": False}, 0.75),
+        ("SiT-S/2", {"decoder": MaskDecoderConfig(2, 128, 4)}, 0.5),
+        ("SiT-S/2", {"decoder": MaskDecoderConfig(2, 128, 4)}, 0.0),
+        ("SiT-S/8", {"in_channels": 1, "num_classes": 10, "routes": ((1, 9),)}, 0.9),
+    ],
+)
+def test_full_convention_equals_torch_flop_counter(name, overrides, gamma):
+    config = model_config(name, **overrides)
+    assert forward_flops(config, gamma).full == counted_flops(config, gamma)
+
+
+def test_paper_table2_flops():
+    """PAPER.md Table 2 (GFLOPs per sampling step): our count within 0.2 % (0.5 % for the scheduled AG+SG)."""
+    cosine_down, cosine_up = GammaSchedule(0.6, 0.0, "cosine"), GammaSchedule(0.0, 0.6, "cosine")
+    cases = [
+        (make_guidance("none"), 114.42, 0.002),
+        (make_guidance("cfg"), 228.84, 0.002),
+        (make_guidance("ag"), 228.84, 0.002),
+        (make_guidance("icg"), 228.84, 0.002),
+        (make_guidance("sg", 1.5, 0.5, 0.9), 97.67, 0.002),
+        (make_guidance("ag+sg", 1.5, cosine_up, cosine_down), 173.16, 0.005),
+    ]
+    for guidance, paper, tolerance in cases:
+        ours = euler_step_flops(guidance, SIT_ROUTED, SIT_ROUTED, 40).paper / 1e9
+        assert abs(ours - paper) / paper < tolerance, (guidance.name, ours, paper)
+
+
+def test_dit_xl_full_is_twice_dits_118_6_gflops():
+    assert abs(forward_flops(model_config("DiT-XL/2")).full / 1e9 - 237.2) / 237.2 < 0.002
+
+
+def test_routing_and_masking_reduce_flops_monotonically():
+    masked = model_config("SiT-XL/2", decoder=MaskDecoderConfig())
+    for config in (SIT_ROUTED, masked):
+        costs = [forward_flops(config, g).paper for g in (0.0, 0.25, 0.5, 0.75, 0.9)]
+        assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+
+
+def test_interval_runs_one_forward_outside():
+    guidance = make_guidance("cfg", 1.5, interval=(0.5, 1.0))
+    per_step = euler_step_flops(guidance, SIT_ROUTED, None, 40).paper
+    dense = forward_flops(SIT_ROUTED).paper
+    assert per_step == pytest.approx(dense * (20 * 2 + 20) / 40)  # t_i = i/40 ≥ 0.5 for i = 20..39
+
+
+def test_gamma_on_a_dense_model_is_refused():
+    with pytest.raises(ConfigError, match="dense model"):
+        forward_flops(model_config("SiT-XL/2"), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "none"], 114.42),
+        (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "cfg"], 228.84),
+        (
+            [
+                "--model",
+                "SiT-XL/2",
+                "--route",
+                "2-24",
+                "--guidance",
+                "sg",
+                "--gamma-strong",
+                "0.5",
+                "--gamma-weak",
+                "0.9",
+            ],
+            97.67,
+        ),
+        (
+            [
+                "--model",
+                "SiT-XL/2",
+                "--route",
+                "2-24",
+                "--guidance",
+                "ag+sg",
+                "--gamma-strong",
+                "0.0:0.6",
+                "--gamma-weak",
+                "0.6:0.0",
+                "--gamma-schedule",
+                "cosine",
+                "--steps",
+                "40",
+            ],
+            173.16,
+        ),
+        (["--model", "DiT-XL/2", "--guidance", "none"], 114.42),
+    ],
+)
+def test_flops_command_json(capsys, args, expected):
+    assert main(["flops", *args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert abs(summary["gflops_paper"] - expected) / expected < 0.005
+    assert summary["gflops_full"] > summary["gflops_paper"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "SiT-XXL/2"], "invalid choice: 'SiT-XXL/2'"),
+        (["--model", "SiT-XL/2", "--route", "2-30"], "route 2-30 lies outside the model's depth 28"),
+        (
+            ["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "sg", "--gamma-strong", "1.0"],
+            "--gamma-strong must lie in [0, 1)",
+        ),
+        (["--model", "SiT-XL/2", "--guidance", "cfg", "--gamma-weak", "0.5"], "takes no γ"),
+        (["--model", "SiT-XL/2", "--route", "two-24"], "expected START-END"),
+        (["--model", "SiT-XL/2", "--decoder", "8x512"], "expected DEPTHxWIDTHxHEADS"),
+    ],
+)
+def test_flops_command_errors_are_one_line(capsys, args, message):
+    try:
+        code = main(["flops", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err, err
