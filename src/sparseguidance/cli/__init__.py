@@ -14,6 +14,12 @@ from sparseguidance.errors import SparseGuidanceError
 # and its docstring's first line is the subcommand's help.
 COMMANDS: dict[str, str] = {
     "flops": "sparseguidance.cli.flops",
+    "eval": "sparseguidance.cli.eval",
+    "ref-stats": "sparseguidance.cli.ref_stats",
+    "train-features": "sparseguidance.cli.train_features",
+    "sample": "sparseguidance.cli.sample",
+    "train": "sparseguidance.cli.train",
+    "encode": "sparseguidance.cli.encode",
 }
 
 

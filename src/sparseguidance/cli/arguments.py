@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
 from sparseguidance.models import MaskDecoderConfig
 
 
@@ -33,3 +34,32 @@ def parse_interval(text: str) -> tuple[float, float]:
     """`0.2:0.8` -> (0.2, 0.8): guide only for t in [0.2, 0.8]."""
     lo, hi = _numbers(text, ":", 2, float, "LO:HI, e.g. 0.2:0.8")
     return lo, hi
+
+
+def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
+    """--guidance, --gamma-strong, --gamma-weak, --gamma-schedule, --interval (read back by guidance_from_args)."""
+    parser.add_argument("--guidance", choices=list(GUIDANCE_METHODS), default="none")
+    parser.add_argument("--gamma-strong", metavar="G|START:END", help="γ of the strong branch")
+    parser.add_argument("--gamma-weak", metavar="G|START:END", help="γ of the weak branch")
+    parser.add_argument(
+        "--gamma-schedule",
+        choices=SCHEDULE_KINDS,
+        default="constant",
+        help="how START:END values move over the steps (default: linear when given START:END)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=parse_interval,
+        default=(0.0, 1.0),
+        metavar="LO:HI",
+        help="guide only for t in [LO, HI] (t = 0 noise, 1 data)",
+    )
+
+
+def guidance_from_args(args: argparse.Namespace, scale: float = 1.0) -> Guidance:
+    """The Guidance that the arguments of add_guidance_arguments describe, at guidance scale ω = `scale`."""
+    strong, weak = (
+        parse_schedule(text, args.gamma_schedule, label) if text is not None else None
+        for text, label in ((args.gamma_strong, "--gamma-strong"), (args.gamma_weak, "--gamma-weak"))
+    )
+    return make_guidance(args.guidance, scale, strong, weak, args.interval)

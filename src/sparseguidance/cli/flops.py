@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from sparseguidance.cli.arguments import parse_decoder, parse_interval, parse_route
+from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_decoder, parse_route
 from sparseguidance.errors import ConfigError
 from sparseguidance.flops import euler_step_flops, forward_flops
-from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
+from sparseguidance.guidance import Guidance
 from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, model_config
 
 
@@ -57,22 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, "weak-")
     parser.add_argument("--input-size", type=int, default=32, help="spatial size of the (latent) input (default 32)")
     parser.add_argument("--in-channels", type=int, default=4, help="input channels (default 4: SD-VAE latents)")
-    parser.add_argument("--guidance", choices=list(GUIDANCE_METHODS), default="none")
-    parser.add_argument("--gamma-strong", metavar="G|START:END", help="γ of the strong branch")
-    parser.add_argument("--gamma-weak", metavar="G|START:END", help="γ of the weak branch")
-    parser.add_argument(
-        "--gamma-schedule",
-        choices=SCHEDULE_KINDS,
-        default="constant",
-        help="how START:END values move over the steps (default: linear when given START:END)",
-    )
-    parser.add_argument(
-        "--interval",
-        type=parse_interval,
-        default=(0.0, 1.0),
-        metavar="LO:HI",
-        help="guide only for t in [LO, HI] (t = 0 noise, 1 data)",
-    )
+    add_guidance_arguments(parser)
     parser.add_argument("--steps", type=int, default=40, help="Euler steps (default 40)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -98,11 +83,7 @@ def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_
 def run(args: argparse.Namespace) -> int:
     """Print the FLOPs of the described sampling setting."""
     main = build_config(args.model, args.route, args.decoder, args.input_size, args.in_channels)
-    strong, weak_gamma = (
-        parse_schedule(text, args.gamma_schedule, label) if text is not None else None
-        for text, label in ((args.gamma_strong, "--gamma-strong"), (args.gamma_weak, "--gamma-weak"))
-    )
-    guidance = make_guidance(args.guidance, 1.0, strong, weak_gamma, args.interval)
+    guidance = guidance_from_args(args)
     weak = None
     if guidance.uses_weak_model:
         weak = build_config(

@@ -1,0 +1,87 @@
+"""Score samples (npz or image folder) against a reference: FID, sFID, IS, precision/recall, accuracy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sparseguidance.metrics.evaluate import EXTRACTORS, METRICS, EvalConfig, Evaluator
+from sparseguidance.metrics.sources import MNIST_PREFIX
+from sparseguidance.provenance import provenance, write_json
+
+NAMES = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy"}
+
+
+def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--features / --weights / --batch-size / --device / --no-progress, shared with `ref-stats`."""
+    parser.add_argument("--features", choices=list(EXTRACTORS), default="inception", help="feature extractor")
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="extractor weights (inception: pytorch-fid's .pth or a TorchScript port; default: found locally; "
+        "mnist: default the shipped classifier)",
+    )
+    parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """`fid,pr` -> ("fid", "pr"), refusing unknown names."""
+    metrics = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(METRICS)}, got {text!r}")
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `sparseguidance eval`."""
+    parser.add_argument(
+        "samples", help=f"samples: .npz (arr_0 uint8 NHWC, arr_1 labels), image folder, or {MNIST_PREFIX}SPLIT"
+    )
+    parser.add_argument(
+        "--ref",
+        required=True,
+        help="reference: statistics .npz (ref-stats or an ADM reference batch), or images like the samples",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=parse_metrics,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(METRICS)} (default: every one the features and data allow)",
+    )
+    parser.add_argument("--out", type=Path, help="JSON results file (default: SAMPLES.metrics.json beside the samples)")
+    add_extractor_arguments(parser)
+
+
+def default_out(samples: str) -> Path:
+    """`x.npz` -> `x.metrics.json`, `folder` -> `folder.metrics.json`, `mnist5k:heldout` -> `mnist5k-heldout.…`."""
+    path = Path(samples.replace(":", "-") if samples.startswith(MNIST_PREFIX) else samples)
+    return path.with_name(f"{path.stem if path.suffix == '.npz' else path.name}.metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the metrics, print a table and write the JSON file."""
+    config = EvalConfig(args.features, args.metrics, args.weights, args.batch_size, args.device)
+    evaluator = Evaluator(args.ref, config, progress=not args.no_progress)
+    results = evaluator(args.samples)
+    out = args.out or default_out(args.samples)
+    write_json(
+        out,
+        {
+            "samples": args.samples,
+            "reference": args.ref,
+            "extractor": evaluator.tag,
+            "metrics": results,
+            **provenance(),
+        },
+    )
+    print(f"{'metric':<12}{'value':>12}   ({evaluator.tag}, reference {args.ref})")
+    for key, value in results.items():
+        print(f"{NAMES[key]:<12}{value:>12.4f}")
+    if args.metrics is None:  # say why a metric was left out of the default set
+        for metric, reason in evaluator.unsupported(has_labels="accuracy" in results).items():
+            print(f"not computed: {metric}: {reason}")
+    print(f"wrote {out}")
+    return 0

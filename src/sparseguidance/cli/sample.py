@@ -1,0 +1,224 @@
+"""Sample images with a guidance method: a PNG grid, per-image PNGs, or a resumable sharded ADM npz."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from sparseguidance.checkpoints import infer_config, load_model, read_released_state_dict
+from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_route
+from sparseguidance.errors import ConfigError
+from sparseguidance.guidance import Guidance
+from sparseguidance.images import to_uint8
+from sparseguidance.models import DiT
+from sparseguidance.sampling.outputs import (
+    check_manifest,
+    merge_shards,
+    rank_shards,
+    save_grid,
+    save_pngs,
+    shard_path,
+    shard_range,
+    write_shard,
+)
+from sparseguidance.sampling.sampler import CLASS_CHOICES, INTEGRATORS, Cost, class_labels, generate
+
+PIXEL_CHANNELS = (1, 3)  # models with other channel counts sample SD-VAE latents, decoded with --vae
+
+
+def parse_classes(text: str) -> list[int] | str:
+    """`all`, `random`, or a comma list such as `1,207,360`."""
+    if text in CLASS_CHOICES:
+        return text
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected all, random or a comma list of classes, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `sparseguidance sample`."""
+    parser.add_argument("checkpoint", help="our .safetensors (with its .json) or a released DiT/SiT/TREAD .pt")
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; else a folder"
+    )
+    parser.add_argument("--which", choices=("ema", "model"), default="ema", help="weights of a .pt (default ema)")
+    parser.add_argument("--route", action="append", type=parse_route, metavar="START-END", help="routes for a .pt")
+    add_guidance_arguments(parser)
+    parser.add_argument(
+        "--scale", type=float, default=1.5, metavar="Ω", help="guidance scale ω; 1 = strong branch alone"
+    )
+    parser.add_argument(
+        "--weak-checkpoint", metavar="PATH", help="the auxiliary model of ag and ag+sg (e.g. an early checkpoint)"
+    )
+    parser.add_argument("--weak-route", action="append", type=parse_route, metavar="START-END", help="its routes")
+    parser.add_argument(
+        "--classes",
+        type=parse_classes,
+        default="random",
+        metavar="LIST|all|random",
+        help="all, random (default) or 1,2,3",
+    )
+    # --num-images, not --num: torchrun would take --num as an ambiguous abbreviation of its own --numa-binding
+    parser.add_argument("--num-images", type=int, default=16, help="number of images (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="image k depends only on (seed, k) (default 0)")
+    parser.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
+    parser.add_argument("--sampler", choices=list(INTEGRATORS), default="euler", help="integrator (default euler)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch; does not change them")
+    parser.add_argument("--shard-size", type=int, default=1000, help="images per npz shard (default 1000)")
+    parser.add_argument(
+        "--vae", metavar="PATH", help="diffusers AutoencoderKL folder to decode latents (e.g. sd-vae-ft-ema)"
+    )
+    parser.add_argument("--device", help="default: cuda (the local rank's GPU) if available, else cpu")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def load(path: str, routes: list[tuple[int, int]] | None, which: str, device: str) -> DiT:
+    """A model from a checkpoint; --route attaches routes to a released .pt (ours carry theirs)."""
+    if not routes:
+        return load_model(path, device, which)
+    if Path(path).suffix == ".safetensors" or not Path(path).is_file():
+        raise ConfigError(f"--route applies to an existing released .pt checkpoint, not {path}")
+    config = dataclasses.replace(infer_config(read_released_state_dict(path, which), path), routes=tuple(routes))
+    return load_model(path, device, which, config)
+
+
+def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> dict[str, DiT]:
+    """{"main": …} plus {"weak": …} for ag and ag+sg."""
+    if guidance.uses_weak_model != (args.weak_checkpoint is not None):
+        need = "needs" if guidance.uses_weak_model else "does not use"
+        raise ConfigError(f"guidance {guidance.name!r} {need} --weak-checkpoint")
+    models = {"main": load(args.checkpoint, args.route, args.which, device)}
+    if args.weak_checkpoint is not None:
+        models["weak"] = load(args.weak_checkpoint, args.weak_route, args.which, device)
+    return models
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size): under torchrun one process group, used only for the barrier before the merge."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
+    """Everything that decides the images (not batch size or device), to keep shards of different runs apart."""
+    return {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "weak_checkpoint": str(Path(args.weak_checkpoint).resolve()) if args.weak_checkpoint else None,
+        "which": args.which,
+        "routes": args.route,
+        "weak_routes": args.weak_route,
+        "guidance": {"name": guidance.name, **dataclasses.asdict(guidance)},
+        "classes": args.classes,
+        "num_images": args.num_images,
+        "seed": args.seed,
+        "steps": args.steps,
+        "sampler": args.sampler,
+        "shard_size": args.shard_size,
+        "vae": args.vae,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sample, write the output, print a summary."""
+    if args.num_images < 1 or args.shard_size < 1:
+        raise ConfigError(f"--num-images and --shard-size must be at least 1, got {args.num_images}, {args.shard_size}")
+    rank, world = distributed()
+    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    guidance = guidance_from_args(args, args.scale)
+    models = load_models(args, guidance, device)
+    config = models["main"].config
+    decode = None
+    if config.in_channels not in PIXEL_CHANNELS:
+        if args.vae is None:
+            raise ConfigError(f"the model samples {config.in_channels}-channel latents: give --vae PATH to decode")
+        from sparseguidance.sampling.vae import load_vae  # diffusers is an optional extra
+
+        decode = load_vae(args.vae, device)
+    labels = class_labels(args.classes, range(args.num_images), config.num_classes, args.seed)
+    options = dict(seed=args.seed, steps=args.steps, sampler=args.sampler, batch_size=args.batch_size, decode=decode)
+    progress = not args.no_progress and rank == 0
+    start = time.perf_counter()
+    if args.out.suffix == ".npz":
+        count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
+    else:
+        if world > 1:
+            raise ConfigError("under torchrun write an .npz (sharded); PNG outputs are for one process")
+        samples = generate(guidance, models, labels, progress=progress, **options)
+        images = to_uint8(samples.images)
+        if args.out.suffix == ".png":
+            save_grid(args.out, images)
+        else:
+            save_pngs(args.out, images, samples.labels.numpy(), samples.indices.numpy())
+        count, cost = args.num_images, samples.cost
+    if rank == 0:
+        report(args, guidance, count, cost, time.perf_counter() - start)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def sample_shards(
+    args: argparse.Namespace,
+    guidance: Guidance,
+    models: dict[str, DiT],
+    labels: torch.Tensor,
+    options: dict[str, Any],
+    rank: int,
+    world: int,
+    progress: bool,
+) -> tuple[int, Cost | None]:
+    """Write this rank's unfinished shards, then (rank 0, after every rank) merge them into --out."""
+    folder = args.out.with_name(f"{args.out.stem}_shards")
+    check_manifest(folder, settings(args, guidance))
+    todo = [
+        s for s in rank_shards(args.num_images, args.shard_size, rank, world) if not shard_path(folder, s).is_file()
+    ]
+    ranges = [shard_range(s, args.num_images, args.shard_size) for s in todo]
+    count, cost = 0, None
+    with tqdm(total=sum(map(len, ranges)), unit="img", disable=not progress) as bar:
+        for shard, indices in zip(todo, ranges, strict=True):
+            samples = generate(
+                guidance, models, labels[indices.start : indices.stop], indices=indices, progress=bar, **options
+            )
+            write_shard(folder, shard, to_uint8(samples.images), samples.labels.numpy(), samples.indices.numpy())
+            count, cost = count + len(indices), samples.cost  # every image takes the same forwards
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        merge_shards(folder, args.num_images, args.shard_size, args.out)
+    return count, cost
+
+
+def report(args: argparse.Namespace, guidance: Guidance, count: int, cost: Cost | None, seconds: float) -> None:
+    """Print the summary: JSON with --json, one line otherwise."""
+    summary = {
+        "out": str(args.out),
+        "guidance": guidance.name,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "total": args.num_images,
+        "count": count,  # sampled by this run (rank 0's share under torchrun); finished shards are skipped
+        **(cost.as_dict() if cost is not None else {}),
+        "wall_s": seconds,
+        "images_per_s": count / seconds if seconds > 0 else None,
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    line = f"wrote {args.out}: sampled {count} of {args.num_images} images in {seconds:.1f} s"
+    if cost is not None:
+        line += f", NFE {cost.nfe:g}, {cost.flops.paper / 1e9:.2f} GFLOPs/image (paper convention)"
+    print(line)

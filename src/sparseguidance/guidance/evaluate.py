@@ -1,0 +1,113 @@
+"""The guided velocity: a Guidance declaration run on its models at (x, t, step), the one place branches run.
+
+Per call: the active branches (`guidance.branches(t)`; the weak one is skipped at ω = 1, where its weight
+is 0), each branch's condition (c, ∅, or an independent c′) and its γ at this step; branches that share
+model and γ (hence token count) run as one forward over the concatenated batch, the others separately;
+then ω·D_strong + (1 − ω)·D_weak (`guidance.combine`).
+
+Randomness: with one generator per sample, row k of every forward (and its ICG label) draws from sample
+k's generator, so a sample's trajectory does not depend on the batch it is in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sparseguidance.errors import ConfigError
+from sparseguidance.guidance.methods import Branch, Guidance
+from sparseguidance.sparsity import Generators
+
+Models = Mapping[str, nn.Module]  # "main" (and "weak" for AutoGuidance) -> model(x, t, y, gamma=, generator=)
+
+
+@dataclass
+class Tally:
+    """Work done, counted in samples: velocity evaluations, and forwards per (model role, γ)."""
+
+    evaluations: int = 0
+    forwards: Counter[tuple[str, float]] = field(default_factory=Counter)
+
+
+def check_models(guidance: Guidance, models: Models) -> None:
+    """Raise ConfigError unless `models` has every model the guidance uses, all on the same inputs and classes."""
+    if "main" not in models:
+        raise ConfigError("guided sampling needs a main model")
+    if guidance.uses_weak_model and "weak" not in models:
+        raise ConfigError(f"guidance {guidance.name!r} needs a weak (auxiliary) model, e.g. an early checkpoint")
+    main = models["main"].config
+    for role, model in models.items():
+        cfg = model.config
+        if (cfg.in_channels, cfg.input_size, cfg.num_classes) != (main.in_channels, main.input_size, main.num_classes):
+            raise ConfigError(
+                f"the {role} model takes {cfg.in_channels}×{cfg.input_size}² inputs and {cfg.num_classes} classes; "
+                f"the main model {main.in_channels}×{main.input_size}² and {main.num_classes}"
+            )
+
+
+def independent_labels(num_classes: int, batch: int, generators: Generators, device: torch.device) -> torch.Tensor:
+    """ICG's c′: a class drawn uniformly per sample, independently of the sample's own class."""
+    if isinstance(generators, Sequence):
+        drawn = [torch.randint(num_classes, (), generator=g, device=g.device) for g in generators]
+        return torch.stack(drawn).to(device)
+    gen_device = generators.device if generators is not None else device
+    return torch.randint(num_classes, (batch,), generator=generators, device=gen_device).to(device)
+
+
+def branch_labels(branch: Branch, labels: torch.Tensor, model: nn.Module, generators: Generators) -> torch.Tensor:
+    """The condition of a branch: the sample's class c, the null class ∅, or an independent class c′."""
+    if branch.condition == "class":
+        return labels
+    if branch.condition == "null":
+        return torch.full_like(labels, model.null_class)
+    return independent_labels(model.config.num_classes, labels.shape[0], generators, labels.device)
+
+
+def repeat_generators(generators: Generators, times: int) -> Generators:
+    """Generators for `times` copies of the batch stacked along dim 0 (one list per copy, in order)."""
+    return list(generators) * times if isinstance(generators, Sequence) else generators
+
+
+def guided_velocity(
+    x: torch.Tensor,
+    t: float,
+    step: int,
+    *,
+    guidance: Guidance,
+    models: Models,
+    labels: torch.Tensor,
+    num_steps: int,
+    generators: Generators = None,
+    tally: Tally | None = None,
+) -> torch.Tensor:
+    """The guided velocity at x, time t and sampling step `step` of `num_steps` (γ schedules read the step).
+
+    guidance:   the method (branches, ω, interval);    models:  role -> model ("main", "weak");
+    labels:     the samples' classes (B,);              generators: one torch.Generator, or one per sample;
+    tally:      where to count evaluations and forwards (optional).
+    """
+    branches = guidance.branches(t)
+    if guidance.scale == 1.0:
+        branches = branches[:1]  # lerp with weight 1 is exactly D_strong: the weak forward would be wasted
+    gammas = [b.gamma.at(step, num_steps) for b in branches]
+    conditions = [branch_labels(b, labels, models[b.model], generators) for b in branches]
+    groups: dict[tuple[str, float], list[int]] = {}
+    for i, (branch, gamma) in enumerate(zip(branches, gammas, strict=True)):
+        groups.setdefault((branch.model, gamma), []).append(i)  # same model and γ: same token count, one forward
+    predictions: dict[int, torch.Tensor] = {}
+    for (role, gamma), members in groups.items():
+        n = len(members)
+        y = torch.cat([conditions[i] for i in members])
+        xs = x if n == 1 else torch.cat([x] * n)
+        out = models[role](xs, t, y, gamma=gamma, generator=repeat_generators(generators, n))
+        for i, chunk in zip(members, out.chunk(n), strict=True):
+            predictions[i] = chunk
+        if tally is not None:
+            tally.forwards[(role, gamma)] += y.shape[0]
+    if tally is not None:
+        tally.evaluations += x.shape[0]
+    return guidance.combine(predictions[0], predictions.get(1))

@@ -1,0 +1,345 @@
+"""The training loop: AdamW with warm-up, gradient clipping, bf16 autocast on GPU, EMA, checkpoints, exact resume, DDP.
+
+A run directory holds:
+    config.yaml                 the resolved TrainConfig
+    log.jsonl, loss.png         one record per `log_every` steps (loss, lr, grad norm, images/s, step time)
+    checkpoints/latest.pt       full state (model, EMA, optimizer, step, RNG, data position), written atomically;
+    checkpoints/previous.pt     the one before, used (with a warning) when latest.pt is missing or damaged
+    snapshots/step-NNNNNNN.safetensors   EMA weights every `snapshot_every` steps (weak models for AutoGuidance)
+    model.safetensors           the final EMA weights (what `sample` loads)
+
+Exact resume: every random draw of step s comes from a generator seeded by (seed, s, rank), and the data
+order is a function of (seed, epoch, offset); so restarting from a checkpoint replays the same steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sparseguidance.checkpoints import atomic_write, save_model
+from sparseguidance.config import to_dict
+from sparseguidance.data import build_dataset, check_dataset
+from sparseguidance.errors import CheckpointError
+from sparseguidance.models import DiT, create_model
+from sparseguidance.training.config import OptimConfig, TrainConfig
+from sparseguidance.training.distributed import (
+    Distributed,
+    GlobalBatchSampler,
+    Position,
+    close_distributed,
+    init_distributed,
+)
+from sparseguidance.training.objective import flow_matching_loss
+from sparseguidance.training.runlog import append_log, plot_loss, truncate_log
+
+CHECKPOINTS = ("latest.pt", "previous.pt")  # newest first
+STATE_KEYS = ("step", "model", "ema", "optimizer", "rng", "data", "config", "elapsed_s")
+
+
+# --------------------------------------------------------------------------------------- pure pieces
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The generator of every random draw of one step on one rank (noise, t, label dropout, tokens, flips)."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{rank}".encode(), digest_size=8).digest()
+    return torch.Generator(device).manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def lr_at(step: int, config: OptimConfig) -> float:
+    """Learning rate of 0-based step `step`: linear warm-up, then constant or cosine down to min_lr."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr + (config.lr - config.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def ema_decay_at(step: int, config: OptimConfig) -> float:
+    """EMA decay of 0-based step `step`; with warm-up, the average starts short so early snapshots are usable."""
+    # Without it, 0.999 keeps 0.999^1500 = 22 % of the (zero-output) initial weights after 1,500 steps.
+    return min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else config.ema_decay
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model, parameter by parameter (buffers are fixed and never change)."""
+    for average, current in zip(ema.parameters(), model.parameters(), strict=True):
+        average.lerp_(current.detach(), 1 - decay)
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability ½."""
+    flip = torch.rand(x.shape[0], generator=generator, device=generator.device).to(x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """Write latest.pt atomically, first moving the current one to previous.pt (the fallback)."""
+    latest, previous = (directory / name for name in CHECKPOINTS)
+    if latest.exists():
+        os.replace(latest, previous)
+    atomic_write(latest, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The newest readable trainer state (latest.pt, else previous.pt with a warning); None if there is none."""
+    problems = []
+    for path in (directory / name for name in CHECKPOINTS):
+        if not path.exists():
+            problems.append(f"{path} is missing")
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            missing = [key for key in STATE_KEYS if key not in state]
+            if missing:
+                raise KeyError(f"no {', '.join(missing)}")
+        except Exception as e:  # a truncated zip, a foreign pickle, a file that is not ours
+            problems.append(f"{path} is unreadable ({type(e).__name__}: {e})")
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; resuming from {path} (step {state['step']})", RuntimeWarning, stacklevel=2)
+        return state
+    if all(p.endswith("is missing") for p in problems):
+        return None
+    raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(problems))
+
+
+def check_same_model(state: dict[str, Any], config: TrainConfig, directory: Path) -> None:
+    """Refuse to resume a run directory whose checkpoint holds a different model."""
+    saved, wanted = state["config"]["model"], to_dict(config.model)
+    changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+    if changed:
+        raise CheckpointError(
+            f"{directory} holds a run of a different model (model.{', model.'.join(changed)} differ); "
+            "choose another --out"
+        )
+
+
+# --------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run in one process (rank) of a possibly distributed job."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, dist_info: Distributed, progress: bool = True):
+        self.config, self.dist, self.progress = config, dist_info, progress
+        self.run_dir = Path(run_dir)
+        self.checkpoints, self.snapshots = self.run_dir / "checkpoints", self.run_dir / "snapshots"
+        self.log_path = self.run_dir / "log.jsonl"
+        self.dataset = build_dataset(config.data)
+        shape = (config.model.in_channels, config.model.input_size, config.model.input_size)
+        check_dataset(self.dataset, shape, config.model.num_classes)
+        torch.manual_seed(config.train.seed)  # the same initial weights on every rank
+        self.model: DiT = create_model(config.model).to(dist_info.device)
+        self.ema: DiT = copy.deepcopy(self.model).requires_grad_(False)
+        opt = config.train
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay,
+            fused=dist_info.device.type == "cuda",
+        )
+        self.step, self.position, self.elapsed, self.saved_step = 0, Position(), 0.0, -1
+        self.resume()
+        self.net = self.wrap(self.model)
+
+    def wrap(self, model: DiT) -> nn.Module:
+        """DistributedDataParallel around the model when there are several processes."""
+        if self.dist.world == 1:
+            return model
+        device_ids = [self.dist.device] if self.dist.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    # ------------------------------------------------------------------------------- state in and out
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            # Step draws come from step_generator(seed, step, rank); the global generator is kept for
+            # whatever else draws from it (DataLoader worker seeds).
+            "rng": {"seed": self.config.train.seed, "torch": torch.get_rng_state()},
+            "data": {"epoch": self.position.epoch, "offset": self.position.offset},
+            "config": to_dict(self.config),
+            "elapsed_s": self.elapsed,
+        }
+
+    def resume(self) -> None:
+        """Continue from the run directory's checkpoint, if it has one."""
+        state = load_checkpoint(self.checkpoints)
+        if state is None:
+            return
+        check_same_model(state, self.config, self.run_dir)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = self.saved_step = int(state["step"])
+        self.position = Position(**state["data"])
+        self.elapsed = float(state["elapsed_s"])
+
+    def prepare_run_dir(self) -> None:
+        """Write the resolved config; drop log records and temporary files an interrupted run left behind."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(to_dict(self.config), sort_keys=False)
+        atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+        truncate_log(self.log_path, self.step)
+        for leftover in self.run_dir.rglob(".*.tmp"):  # atomic writes killed before their rename
+            leftover.unlink()
+
+    def checkpoint(self) -> None:
+        """Save the full state and redraw the loss curve."""
+        save_checkpoint(self.checkpoints, self.state())
+        self.saved_step = self.step
+        plot_loss(self.log_path, self.run_dir / "loss.png", title=self.run_dir.name)
+
+    def snapshot(self, path: Path) -> None:
+        """Save the EMA weights in our safetensors + JSON format."""
+        save_model(self.ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir)})
+
+    # ------------------------------------------------------------------------------------------ loop
+    def loader(self) -> DataLoader:
+        """Batches of this rank, endless, from the saved data position on."""
+        opt, d = self.config.train, self.dist
+        sampler = GlobalBatchSampler(len(self.dataset), opt.batch_size, d.rank, d.world, opt.seed, self.position)
+        return DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=as_batch, num_workers=self.config.data.num_workers,
+            pin_memory=d.device.type == "cuda",
+        )
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """bf16 autocast where the config asks for it (auto: on GPU only)."""
+        precision, device = self.config.train.precision, self.dist.device.type
+        if precision == "bf16" or (precision == "auto" and device == "cuda"):
+            return torch.autocast(device, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch; returns the detached loss terms and the gradient norm."""
+        opt, device = self.config.train, self.dist.device
+        generator = step_generator(opt.seed, self.step, self.dist.rank, device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if self.config.data.hflip:
+            x = random_hflip(x, generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, opt)
+        with self.autocast():
+            terms = flow_matching_loss(self.net, self.model.config, x, y, self.config.objective, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf  # inf: measure the norm, clip nothing
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        update_ema(self.ema, self.model, ema_decay_at(self.step, opt))
+        self.step += 1
+        self.position = self.position.advance(len(self.dataset), opt.batch_size)
+        return {**{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm.detach()}
+
+    def run(self) -> Trainer:
+        """Train up to `train.steps`, logging, checkpointing and snapshotting on the way; returns self."""
+        opt, main = self.config.train, self.dist.is_main
+        if main:
+            self.prepare_run_dir()
+        bar = tqdm(total=opt.steps, initial=self.step, disable=not (self.progress and main), unit="step",
+                   dynamic_ncols=True, desc=self.run_dir.name)
+        window = Window()
+        batches = iter(self.loader())
+        while self.step < opt.steps:
+            window.add(self.train_step(*next(batches)))
+            bar.update(1)
+            if self.step % opt.log_every == 0 or self.step == opt.steps:
+                self.log(window.close(self.dist.world), bar)
+            with window.paused():  # saving is not training: keep it out of images/s and step time
+                if main and opt.snapshot_every and self.step % opt.snapshot_every == 0:
+                    self.snapshot(self.snapshots / f"step-{self.step:07d}.safetensors")
+                if main and self.step % opt.checkpoint_every == 0:
+                    self.checkpoint()
+        bar.close()
+        if main:
+            self.finish()
+        return self
+
+    def log(self, means: dict[str, float], bar: tqdm) -> None:
+        """Write one log record (rank 0) and show loss and images/s on the progress bar."""
+        step_time = means.pop("step_time_s")
+        images_per_s = self.config.train.batch_size / step_time
+        self.elapsed += means.pop("window_s")
+        record = {
+            "step": self.step, "epoch": self.position.epoch, **means, "lr": lr_at(self.step - 1, self.config.train),
+            "images_per_s": images_per_s, "step_time_s": step_time, "elapsed_s": self.elapsed,
+        }
+        bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_s:.1f}")
+        if self.dist.is_main:
+            append_log(self.log_path, record)
+
+    def finish(self) -> None:
+        """Save the final EMA weights and, unless this step is saved already, the full state."""
+        if self.saved_step != self.step:
+            self.checkpoint()
+        self.snapshot(self.run_dir / "model.safetensors")
+
+
+def as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DataLoader collate: the dataset's __getitems__ already returns the stacked batch."""
+    return batch
+
+
+class Window:
+    """Loss terms and wall time accumulated between two log records."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new window now."""
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.start = 0, time.perf_counter()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent inside out of the window."""
+        start = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - start
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add one step's terms (kept on the device: no synchronisation per step)."""
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0) + value.float()
+        self.count += 1
+
+    def close(self, world: int) -> dict[str, float]:
+        """Means over the window and over all ranks, the mean step time, the window's wall time; then reset."""
+        names = sorted(self.sums)
+        totals = torch.stack([self.sums[n] for n in names])
+        if world > 1:
+            dist.all_reduce(totals)
+        means = dict(zip(names, (totals / (self.count * world)).tolist(), strict=True))
+        seconds = time.perf_counter() - self.start  # after the reduction: it waited for the device
+        means.update(step_time_s=seconds / self.count, window_s=seconds)
+        self.reset()
+        return means
+
+
+def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> Trainer:
+    """Train (or resume) a run in `run_dir`; under torchrun each process calls this and DDP joins them."""
+    dist_info = init_distributed(config.train.device)
+    try:
+        return Trainer(config, run_dir, dist_info, progress).run()
+    finally:
+        close_distributed()
