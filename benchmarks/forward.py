@@ -9,11 +9,12 @@ interleaved repeats in one run) beside flops_ratio = dense FLOPs / sparse FLOPs 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
+from common import interleaved_medians, random_weights
 
 from sparseguidance.flops import forward_flops
 from sparseguidance.models import create_model
@@ -31,14 +32,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False).eval()
-    for p in model.parameters():  # random weights, not DiT's initialisation (which zeroes the adaLN gates)
-        p.data.normal_(0, 0.02)
-    x = torch.randn(args.batch, 4, 32, 32)
-    t = torch.rand(args.batch)
-    y = torch.randint(0, 1000, (args.batch,))
+    model = random_weights(create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False)).eval()
     gen = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 4, 32, 32, generator=gen)
+    t = torch.rand(args.batch, generator=gen)
+    y = torch.randint(0, 1000, (args.batch,), generator=gen)
 
     def forward(gamma: float) -> float:
         start = time.perf_counter()
@@ -46,18 +44,12 @@ def main() -> None:
             model(x, t, y, gamma=gamma, generator=gen)
         return time.perf_counter() - start
 
-    for gamma in GAMMAS:  # warm-up
-        forward(gamma)
-    times: dict[float, list[float]] = {g: [] for g in GAMMAS}
-    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every γ alike
-        for gamma in GAMMAS:
-            times[gamma].append(forward(gamma))
-
-    dense_time = statistics.median(times[0.0])
+    medians = interleaved_medians({gamma: partial(forward, gamma) for gamma in GAMMAS}, args.repeats)
+    dense_time = medians[0.0]
     dense_flops = forward_flops(model.config).paper
     rows = []
     for gamma in GAMMAS:
-        median = statistics.median(times[gamma])
+        median = medians[gamma]
         rows.append(
             {
                 "gamma": gamma,

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
+from common import interleaved_medians, random_weights
 
-from sparseguidance.flops import forward_flops
+from sparseguidance.flops import euler_step_flops
 from sparseguidance.guidance import make_guidance
 from sparseguidance.models import DiT, create_model
 from sparseguidance.provenance import provenance, write_json
@@ -48,17 +48,16 @@ def two_forward_cfg(model: DiT, labels: torch.Tensor, steps: int) -> torch.Tenso
     return x
 
 
-def time_ours(model: DiT, labels: torch.Tensor, name: str, steps: int) -> tuple[float, float]:
-    """Seconds for `steps` Euler steps of a method through `generate`, and its GFLOPs per image (paper convention)."""
-    samples = generate(METHODS[name], {"main": model}, labels, steps=steps, batch_size=len(labels))
-    return samples.seconds, samples.cost.flops.paper / 1e9
+def time_ours(model: DiT, labels: torch.Tensor, name: str, steps: int) -> float:
+    """Seconds for `steps` Euler steps of a method through `generate`."""
+    return generate(METHODS[name], {"main": model}, labels, steps=steps, batch_size=len(labels)).seconds
 
 
-def time_two_forward(model: DiT, labels: torch.Tensor, steps: int) -> tuple[float, float]:
+def time_two_forward(model: DiT, labels: torch.Tensor, steps: int) -> float:
     """The same for the two-forward CFG loop."""
     start = time.perf_counter()
     two_forward_cfg(model, labels, steps)
-    return time.perf_counter() - start, 2 * steps * forward_flops(model.config).paper / 1e9
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -73,30 +72,24 @@ def main() -> None:
     if args.threads:  # on a shared machine one thread avoids waiting on a descheduled second one
         torch.set_num_threads(args.threads)
 
-    torch.manual_seed(0)
-    model = create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False).eval()
-    for p in model.parameters():  # random weights everywhere, so that no zero-initialised gate skips work
-        p.data.normal_(0, 0.02)
+    model = random_weights(create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False)).eval()
     labels = torch.arange(args.batch) % 1000
-    run: dict[str, Callable[[int], tuple[float, float]]] = {
-        **{name: partial(time_ours, model, labels, name) for name in METHODS},
-        "cfg_two_forward": partial(time_two_forward, model, labels),
+    runs: dict[str, Callable[[], float]] = {
+        **{name: partial(time_ours, model, labels, name, args.steps) for name in METHODS},
+        "cfg_two_forward": partial(time_two_forward, model, labels, args.steps),
     }
+    gflops = {
+        name: args.steps * euler_step_flops(g, model.config, None, args.steps).paper / 1e9
+        for name, g in METHODS.items()
+    }
+    gflops["cfg_two_forward"] = gflops["cfg"]
     load_before = os.getloadavg()
-    for fn in run.values():  # warm-up
-        fn(1)
-    times: dict[str, list[float]] = {name: [] for name in run}
-    gflops: dict[str, float] = {}
-    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every method alike
-        for name, fn in run.items():
-            seconds, gflops[name] = fn(args.steps)
-            times[name].append(seconds)
-            print(f"{name:16} {seconds:8.1f} s", flush=True)
+    medians = interleaved_medians(runs, args.repeats)
 
-    cfg_ips = args.batch / statistics.median(times["cfg"])
+    cfg_ips = args.batch / medians["cfg"]
     rows = []
-    for name in run:
-        ips = args.batch / statistics.median(times[name])
+    for name in runs:
+        ips = args.batch / medians[name]
         rows.append(
             {
                 "method": name,

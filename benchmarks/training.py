@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import interleaved_medians
 
 from sparseguidance.flops import forward_flops
 from sparseguidance.models import DiT, MaskDecoderConfig, create_model
@@ -66,18 +66,13 @@ def main() -> None:
     torch.manual_seed(0)
     models = {name: create_model("DiT-B/2", learn_sigma=False, **kw).train() for name, kw in METHODS.items()}
     steps = {name: training_step(model, args.batch) for name, model in models.items()}
-    for step in steps.values():  # warm-up: allocator, AdamW state
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            times[name].append(step())
+    medians = interleaved_medians(steps, args.repeats)  # the warm-up also creates AdamW's state
 
     dense = models["dense"].config
-    dense_time = statistics.median(times["dense"])
+    dense_time = medians["dense"]
     rows = []
     for name in ("routing", "masking"):
-        config, median = models[name].config, statistics.median(times[name])
+        config, median = models[name].config, medians[name]
         sparse_flops = forward_flops(config, config.train_gamma)
         row = {
             "method": name,
