@@ -247,3 +247,13 @@ def test_bad_configs_and_inputs_are_clear_errors():
         model(torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ConfigError, match="labels"):
         model(torch.zeros(2, 3, 8, 8), torch.zeros(2), torch.zeros(3, dtype=torch.long))
+
+
+def test_time_scale_multiplies_t_before_the_embedding():
+    scaled = tiny_model(time_scale=1000.0)
+    plain = tiny_model()  # same seed: same weights
+    x, t, y = tiny_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x, t, y), plain(x, t * 1000, y))
+    with pytest.raises(ConfigError, match="time_scale must be positive"):
+        tiny_config(time_scale=0.0)

@@ -59,6 +59,7 @@ class ModelConfig:
     routes: tuple[Route, ...] = ()  # routing: blocks start..end (0-based, inclusive) see only kept tokens
     decoder: MaskDecoderConfig | None = None  # masking: a decoder after the encoder
     train_gamma: float = 0.0  # selection ratio used in training (the routing or masking rate)
+    time_scale: float = 1.0  # t·time_scale enters the timestep embedding: 1 as SiT (its released weights), see below
 
     def __post_init__(self) -> None:
         positive = ("input_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads", "num_classes")
@@ -74,6 +75,8 @@ class ModelConfig:
             raise ConfigError("a model is either routed (routes) or masked (decoder), not both")
         object.__setattr__(self, "routes", check_routes(self.routes, self.depth))
         check_gamma(self.train_gamma, "train_gamma")
+        if not self.time_scale > 0:
+            raise ConfigError(f"model.time_scale must be positive, got {self.time_scale}")
 
     @property
     def num_tokens(self) -> int:
@@ -119,17 +122,22 @@ class PatchEmbed(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """t -> sinusoidal features (256) -> MLP -> (B, D); t is embedded as given (SiT: t ∈ [0, 1])."""
+    """t·scale -> sinusoidal features (256) -> MLP -> (B, D).
 
-    def __init__(self, hidden_size: int, frequency_size: int = 256) -> None:
+    SiT embeds t ∈ [0, 1] as is (scale 1), so its highest frequency turns by only one radian over the whole
+    path and nearby noise levels look alike to a small model; scale 1000 (DiT's integer steps) spreads them.
+    """
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256, scale: float = 1.0) -> None:
         super().__init__()
         self.frequency_size = frequency_size
+        self.scale = scale
         self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.frequency_size // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = t.float()[:, None] * freqs[None]  # (B, half)
+        args = (t.float() * self.scale)[:, None] * freqs[None]  # (B, half)
         features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 256)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 
@@ -251,7 +259,7 @@ class DiT(nn.Module):
         self.config = config
         D, grid = config.hidden_size, config.input_size // config.patch_size
         self.x_embedder = PatchEmbed(config.in_channels, D, config.patch_size)
-        self.t_embedder = TimestepEmbedder(D)
+        self.t_embedder = TimestepEmbedder(D, scale=config.time_scale)
         self.y_embedder = LabelEmbedder(config.num_classes, D)
         self.register_buffer("pos_embed", sincos_2d(D, grid).unsqueeze(0))  # (1, T, D), fixed
         self.blocks = nn.ModuleList(DiTBlock(D, config.num_heads, config.mlp_ratio, D) for _ in range(config.depth))
