@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_fixtures import one_thread  # noqa: F401 (autouse)
 
 from sparseguidance.cli import main
 from sparseguidance.data import DataConfig, ImageFolder, LatentShards, build_dataset, check_dataset
@@ -123,14 +122,32 @@ def test_encode_with_a_tiny_autoencoder(tmp_path, capsys):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     ).eval()
     vae.save_pretrained(tmp_path / "vae")
     images = make_folder(tmp_path / "images", sizes=((16, 16), (24, 20)))
     out = tmp_path / "latents"
-    args = ["encode", str(images), str(out), "--vae", str(tmp_path / "vae"), "--image-size", "16", "--shard-size", "3",
-            "--batch-size", "2", "--device", "cpu"]
+    args = [
+        "encode",
+        str(images),
+        str(out),
+        "--vae",
+        str(tmp_path / "vae"),
+        "--image-size",
+        "16",
+        "--shard-size",
+        "3",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert "4 latents of 2 classes" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.npy"))[:2] == ["shard-00000.labels.npy", "shard-00000.latents.npy"]

@@ -10,14 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_fixtures import (  # noqa: F401 (one_thread is an autouse fixture)
-    ONE_THREAD_ENV,
-    assert_same_weights,
-    one_thread,
-    tiny_train_config,
-    tiny_train_data,
-    write_latents,
-)
+from training_fixtures import ONE_THREAD_ENV, assert_same_weights, tiny_train_config, tiny_train_data, write_latents
 
 import sparseguidance.training.trainer as trainer_module
 from sparseguidance.checkpoints import load_model
@@ -187,8 +180,25 @@ def test_cli_train_with_overrides(data_dir, tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(tiny_train_data(data_dir)))  # JSON is YAML
     out = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--out", str(out), "--steps", "2", "--set", "train.lr=2e-4",
-                 "--set", "objective.label_dropout=0.2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--set",
+                "train.lr=2e-4",
+                "--set",
+                "objective.label_dropout=0.2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     resolved = load_train_config(out / "config.yaml")
     assert resolved.train.steps == 2 and resolved.train.lr == 2e-4 and resolved.objective.label_dropout == 0.2
     assert main(["train", "--config", str(config), "--out", str(out), "--set", "train.lrr=1"]) == 2

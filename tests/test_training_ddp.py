@@ -25,8 +25,17 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path):
     script = tmp_path / "each_rank.py"
     script.write_text(EACH_RANK)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), json.dumps(config), str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        json.dumps(config),
+        str(run_dir),
+    ]
     result = subprocess.run(command, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     ranks = [torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

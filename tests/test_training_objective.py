@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_config, tiny_inputs, tiny_model
-from training_fixtures import one_thread  # noqa: F401 (autouse)
 
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import MaskDecoderConfig

@@ -7,22 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 from sparseguidance.training import TrainConfig, train_config_from_dict
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on one thread: on a shared 2-core machine, two threads of tiny ops mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
+# Subprocesses run on one thread too, like the tests themselves (conftest's one_thread).
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def write_latents(folder: Path, count: int = 20, classes: int = 3, seed: int = 0) -> Path:
@@ -38,13 +28,28 @@ def tiny_train_data(data_dir: Path, **train: Any) -> dict[str, Any]:
     """Plain-data TrainConfig: routing model (route 1→1 of 2 blocks at 0.5), 20 samples, batch 8, 6 steps."""
     return {
         "model": {
-            "input_size": 8, "in_channels": 1, "patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2,
-            "num_classes": 3, "routes": [[1, 1]], "train_gamma": 0.5,
+            "input_size": 8,
+            "in_channels": 1,
+            "patch_size": 2,
+            "hidden_size": 32,
+            "depth": 2,
+            "num_heads": 2,
+            "num_classes": 3,
+            "routes": [[1, 1]],
+            "train_gamma": 0.5,
         },
         "data": {"source": "latents", "path": str(data_dir)},
         "train": {
-            "steps": 6, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "lr_schedule": "cosine", "ema_decay": 0.9,
-            "log_every": 1, "checkpoint_every": 2, "snapshot_every": 3, **train,
+            "steps": 6,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "warmup_steps": 2,
+            "lr_schedule": "cosine",
+            "ema_decay": 0.9,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "snapshot_every": 3,
+            **train,
         },
     }
 

@@ -5,6 +5,12 @@ from sparseguidance.training.objective import ObjectiveConfig, flow_matching_los
 from sparseguidance.training.trainer import Trainer, train
 
 __all__ = [
-    "ObjectiveConfig", "OptimConfig", "TrainConfig", "Trainer", "flow_matching_loss", "load_train_config", "train",
+    "ObjectiveConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "Trainer",
+    "flow_matching_loss",
+    "load_train_config",
+    "train",
     "train_config_from_dict",
 ]

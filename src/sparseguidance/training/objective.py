@@ -65,9 +65,7 @@ def pixel_mask(dropped: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     return dropped.view(-1, 1, grid, grid).repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
 
 
-def masked_loss_terms(
-    error: torch.Tensor, dropped: torch.Tensor, t: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_loss_terms(error: torch.Tensor, dropped: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """MaskDiT's two terms from the squared error (B, C, H, W) and the pixel mask (B, 1, H, W), True = dropped.
 
     visible: mean of ‖v_θ − v*‖² over visible elements; dropped: mean of (1 − t)²‖v_θ − v*‖² over dropped ones

@@ -149,7 +149,10 @@ class Trainer:
         self.ema: DiT = copy.deepcopy(self.model).requires_grad_(False)
         opt = config.train
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay,
+            self.model.parameters(),
+            lr=opt.lr,
+            betas=opt.betas,
+            weight_decay=opt.weight_decay,
             fused=dist_info.device.type == "cuda",
         )
         self.step, self.position, self.elapsed, self.saved_step = 0, Position(), 0.0, -1
@@ -218,7 +221,10 @@ class Trainer:
         opt, d = self.config.train, self.dist
         sampler = GlobalBatchSampler(len(self.dataset), opt.batch_size, d.rank, d.world, opt.seed, self.position)
         return DataLoader(
-            self.dataset, batch_sampler=sampler, collate_fn=as_batch, num_workers=self.config.data.num_workers,
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=as_batch,
+            num_workers=self.config.data.num_workers,
             pin_memory=d.device.type == "cuda",
         )
 
@@ -255,8 +261,14 @@ class Trainer:
         opt, main = self.config.train, self.dist.is_main
         if main:
             self.prepare_run_dir()
-        bar = tqdm(total=opt.steps, initial=self.step, disable=not (self.progress and main), unit="step",
-                   dynamic_ncols=True, desc=self.run_dir.name)
+        bar = tqdm(
+            total=opt.steps,
+            initial=self.step,
+            disable=not (self.progress and main),
+            unit="step",
+            dynamic_ncols=True,
+            desc=self.run_dir.name,
+        )
         window = Window()
         batches = iter(self.loader())
         while self.step < opt.steps:
@@ -280,8 +292,13 @@ class Trainer:
         images_per_s = self.config.train.batch_size / step_time
         self.elapsed += means.pop("window_s")
         record = {
-            "step": self.step, "epoch": self.position.epoch, **means, "lr": lr_at(self.step - 1, self.config.train),
-            "images_per_s": images_per_s, "step_time_s": step_time, "elapsed_s": self.elapsed,
+            "step": self.step,
+            "epoch": self.position.epoch,
+            **means,
+            "lr": lr_at(self.step - 1, self.config.train),
+            "images_per_s": images_per_s,
+            "step_time_s": step_time,
+            "elapsed_s": self.elapsed,
         }
         bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_s:.1f}")
         if self.dist.is_main:
