@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "sample": "sparseguidance.cli.sample",
     "train": "sparseguidance.cli.train",
     "encode": "sparseguidance.cli.encode",
+    "demo": "sparseguidance.cli.demo",
+    "study": "sparseguidance.cli.study",
 }
 
 

@@ -1,0 +1,87 @@
+"""The default models shipped inside the package: dense, routing and masking DiTs trained on MNIST-5k.
+
+Each lives in `assets/models/NAME/` as our own `train` command left it (config.yaml, log.jsonl, loss.png)
+with its EMA weights (`model.safetensors` + `model.json`); the routing run also keeps early EMA snapshots
+(`snapshots/step-NNNNNNN.safetensors`), the weak models of AutoGuidance. `ship_run` (through
+`scripts/ship_models.py`) copies them there from finished run directories, the weights in float16.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sparseguidance.checkpoints import atomic_write, config_path, load_model
+from sparseguidance.errors import CheckpointError
+from sparseguidance.models import DiT
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "models"
+SHIPPED_MODELS = ("mnist-routing", "mnist-masking", "mnist-dense")
+SNAPSHOT = re.compile(r"step-(\d+)\.safetensors")
+RUN_FILES = ("config.yaml", "log.jsonl", "loss.png")  # what a run directory says about how the weights came to be
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder of one shipped model; a clear error when the name is unknown or the files are missing."""
+    if name not in SHIPPED_MODELS:
+        raise CheckpointError(f"unknown shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    folder = SHIPPED_DIR / name
+    if not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"shipped model {name!r} is missing from {folder} (a partial install or clone?)")
+    return folder
+
+
+def shipped_path(name: str) -> Path:
+    """Path of a shipped model's final EMA weights."""
+    return shipped_dir(name) / "model.safetensors"
+
+
+def shipped_snapshots(name: str = "mnist-routing") -> dict[int, Path]:
+    """Early EMA snapshots of a shipped run, by training step (empty when the run kept none)."""
+    folder = shipped_dir(name) / "snapshots"
+    found = (SNAPSHOT.fullmatch(p.name) for p in folder.glob("step-*.safetensors")) if folder.is_dir() else ()
+    return {int(m.group(1)): folder / m.group(0) for m in found if m}
+
+
+def load_shipped(name: str, step: int | None = None) -> DiT:
+    """A shipped model in eval mode: the final weights, or the snapshot of training step `step`."""
+    if step is None:
+        return load_model(shipped_path(name)).eval()
+    snapshots = shipped_snapshots(name)
+    if step not in snapshots:
+        kept = ", ".join(map(str, sorted(snapshots))) or "none"
+        raise CheckpointError(f"shipped model {name!r} has no snapshot of step {step}; kept: {kept}")
+    return load_model(snapshots[step]).eval()
+
+
+def ship_weights(source: Path, target: Path) -> None:
+    """Write `source` (.safetensors + JSON) to `target` in float16, noting the precision in the JSON."""
+    if not source.is_file():
+        raise CheckpointError(f"{source} does not exist")
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+    document = json.loads(config_path(source).read_text()) | {"stored_dtype": str(torch.float16)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(config_path(target), lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(target, lambda tmp: save_file(tensors, tmp))
+
+
+def ship_run(run: Path, target: Path, snapshots: Sequence[int] = ()) -> int:
+    """Replace `target` by a finished run's final weights, chosen snapshots, config, log and loss plot; bytes."""
+    missing = [name for name in (*RUN_FILES, "model.safetensors") if not (run / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{run} is not a finished training run: no {', '.join(missing)}")
+    if target.exists():
+        shutil.rmtree(target)
+    ship_weights(run / "model.safetensors", target / "model.safetensors")
+    for step in snapshots:
+        name = f"step-{step:07d}.safetensors"
+        ship_weights(run / "snapshots" / name, target / "snapshots" / name)
+    for name in RUN_FILES:
+        shutil.copy2(run / name, target / name)
+    return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())

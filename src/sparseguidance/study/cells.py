@@ -1,0 +1,223 @@
+"""Cells, the study's unit of work and of caching: one setting's images on one seed set, sampled and scored.
+
+A cell's key hashes everything that decides its images and metrics: the contents of the model files it uses,
+the guidance, steps, sampler, seed, image count and the evaluator. Batch size, device and threads are left
+out (they do not change the images). Each finished cell is one `.npz` in the cache folder, written
+atomically, so an interrupted study resumes at the first unfinished cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from sparseguidance.checkpoints import atomic_write, config_path, load_model
+from sparseguidance.errors import ConfigError
+from sparseguidance.guidance import GammaSchedule, Guidance
+from sparseguidance.images import to_uint8
+from sparseguidance.metrics import EvalConfig, Evaluator
+from sparseguidance.metrics.sources import ImageSet
+from sparseguidance.pretrained import SHIPPED_DIR, shipped_path, shipped_snapshots
+from sparseguidance.sampling import class_labels, generate
+from sparseguidance.study.presets import StudyPreset
+
+logger = logging.getLogger("sparseguidance.study")
+
+CACHE_FORMAT = 1  # bump when what a cell file holds, or how its numbers are computed, changes
+REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, never seen in training
+METRICS = ("fid", "is", "pr", "acc")  # on the domain classifier's features (Inception is far too slow on a CPU)
+SHIPPED = {"routing": "mnist-routing", "masking": "mnist-masking"}  # sparsity -> shipped model
+
+
+@dataclass(frozen=True)
+class Cell:
+    """`count` images of `guidance` on the `sparsity` model from seed set `seed` (image k: noise of (seed, k))."""
+
+    sparsity: str
+    guidance: Guidance
+    seed: int
+    count: int
+
+
+@dataclass(frozen=True, eq=False)
+class CellResult:
+    """What a cell measured, and its images and their classifier features (for the diversity distances)."""
+
+    metrics: dict[str, float]  # fid, is, precision, recall, accuracy
+    cost: dict[str, float]  # per image: nfe, forwards, gflops_per_image_paper, gflops_per_image_full
+    seconds: float  # wall time of sampling and scoring
+    images: np.ndarray  # uint8 (N, H, W, C)
+    features: np.ndarray  # (N, D) pool features of the metrics' feature extractor
+
+
+class CellSource(Protocol):
+    """Computes cells, and names everything besides the cell itself that decides their results."""
+
+    def describe(self, cell: Cell) -> dict[str, Any]: ...
+
+    def __call__(self, cell: Cell) -> CellResult: ...
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready form of a guidance field: a γ schedule as [start, end, kind], tuples as lists."""
+    if isinstance(value, GammaSchedule):
+        return [value.start, value.end, value.kind]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def describe_guidance(guidance: Guidance) -> dict[str, Any]:
+    """The method's name and every field of its declaration (ω, interval, γ schedules)."""
+    fields = {f.name: plain(getattr(guidance, f.name)) for f in dataclasses.fields(guidance)}
+    return {"name": guidance.name, **fields}
+
+
+def describe_cell(cell: Cell, source: CellSource) -> dict[str, Any]:
+    """Everything that decides a cell's images and metrics, as plain data."""
+    return {
+        "format": CACHE_FORMAT,
+        "sparsity": cell.sparsity,
+        "guidance": describe_guidance(cell.guidance),
+        "seed": cell.seed,
+        "count": cell.count,
+        **source.describe(cell),
+    }
+
+
+def cell_key(cell: Cell, source: CellSource) -> str:
+    """16 hex digits of the SHA-256 of the cell's description: a changed setting is a different key."""
+    text = json.dumps(describe_cell(cell, source), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class CellCache:
+    """Finished cells as files `FOLDER/SPARSITY-METHOD-KEY.npz`; `get` computes (and stores) only missing ones."""
+
+    def __init__(self, folder: str | Path, source: CellSource) -> None:
+        self.folder, self.source = Path(folder), source
+
+    def path(self, cell: Cell) -> Path:
+        """The file of a cell."""
+        method = cell.guidance.name.replace("+", "")
+        return self.folder / f"{cell.sparsity}-{method}-{cell_key(cell, self.source)}.npz"
+
+    def get(self, cell: Cell) -> tuple[CellResult, bool]:
+        """(result, True) from the cache, or (result, False) computed now and stored."""
+        path = self.path(cell)
+        if path.is_file():
+            try:
+                return read_cell(path), True
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # damaged outside the atomic write
+                logger.warning("cache file %s is unreadable (%s); computing the cell again", path, e)
+        result = self.source(cell)
+        write_cell(path, result, describe_cell(cell, self.source))
+        return result, False
+
+
+def write_cell(path: Path, result: CellResult, description: dict[str, Any]) -> None:
+    """Store a cell's result (images, features and a JSON record) atomically."""
+    record = {"cell": description, "metrics": result.metrics, "cost": result.cost, "seconds": result.seconds}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append `.npz` to a temporary name
+            np.savez(f, images=result.images, features=result.features, record=np.array(json.dumps(record)))
+
+    atomic_write(path, write)
+
+
+def read_cell(path: Path) -> CellResult:
+    """A stored cell's result."""
+    with np.load(path) as archive:
+        record = json.loads(str(archive["record"]))
+        return CellResult(record["metrics"], record["cost"], record["seconds"], archive["images"], archive["features"])
+
+
+def fingerprint(path: Path) -> str:
+    """16 hex digits of the SHA-256 of a file's bytes: replaced weights give new cell keys."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def weak_snapshot(fraction: float, name: str = SHIPPED["routing"]) -> int:
+    """Training step of the snapshot nearest `fraction` of the run (AutoGuidance's weak model); earlier on a tie."""
+    snapshots = shipped_snapshots(name)
+    if not snapshots:
+        raise ConfigError(f"shipped model {name!r} kept no training snapshots: AutoGuidance needs one as weak model")
+    metadata = json.loads(config_path(shipped_path(name)).read_text())
+    final = metadata.get("step") or max(snapshots)
+    return min(snapshots, key=lambda step: (abs(step - fraction * final), step))
+
+
+class CellSampler:
+    """Samples cells with the shipped routing and masking models; scores them with one Evaluator (built once)."""
+
+    def __init__(self, preset: StudyPreset) -> None:
+        self.preset = preset
+        self.weak_step = weak_snapshot(preset.weak_fraction)
+        self.files = {
+            "routing": {
+                "main": shipped_path(SHIPPED["routing"]),
+                "weak": shipped_snapshots(SHIPPED["routing"])[self.weak_step],
+            },
+            "masking": {"main": shipped_path(SHIPPED["masking"])},
+        }
+        self.fingerprints = {s: {role: fingerprint(p) for role, p in roles.items()} for s, roles in self.files.items()}
+        self.models = {
+            s: {role: load_model(p, preset.device) for role, p in roles.items()} for s, roles in self.files.items()
+        }
+        self.evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=METRICS, device=preset.device))
+
+    def describe(self, cell: Cell) -> dict[str, Any]:
+        """The weights (by content) the cell runs, steps, sampler, classes and the evaluator."""
+        roles = ("main", "weak") if cell.guidance.uses_weak_model else ("main",)
+        return {
+            "models": {role: self.fingerprints[cell.sparsity][role] for role in roles},
+            "steps": self.preset.steps,
+            "sampler": self.preset.sampler,
+            "classes": "all",
+            "reference": REFERENCE,
+            "features": self.evaluator.tag,
+            "metrics": list(METRICS),
+        }
+
+    def __call__(self, cell: Cell) -> CellResult:
+        """Sample the cell's images (classes 0..9 in turn), then score them."""
+        start = time.perf_counter()
+        models = self.models[cell.sparsity]
+        labels = class_labels("all", range(cell.count), models["main"].config.num_classes)
+        samples = generate(
+            cell.guidance,
+            models,
+            labels,
+            seed=cell.seed,
+            steps=self.preset.steps,
+            sampler=self.preset.sampler,
+            batch_size=self.preset.batch_size,
+        )
+        images = to_uint8(samples.images)
+        metrics = self.evaluator(images, labels.numpy())
+        features = self.evaluator.features(ImageSet(images), "features").pool
+        return CellResult(metrics, samples.cost.as_dict(), time.perf_counter() - start, images, features)
+
+    def models_info(self) -> dict[str, Any]:
+        """Which shipped files the study sampled (with their fingerprints), and AutoGuidance's snapshot step."""
+        info = {
+            s: {
+                role: {"file": str(path.relative_to(SHIPPED_DIR)), "sha256_16": self.fingerprints[s][role]}
+                for role, path in roles.items()
+            }
+            for s, roles in self.files.items()
+        }
+        info["routing"]["weak"]["step"] = self.weak_step
+        return info

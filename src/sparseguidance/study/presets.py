@@ -1,0 +1,177 @@
+"""The sizes of `sparseguidance study` (quick, cpu, gpu) and the rows it reports.
+
+A preset holds every number that decides which images are sampled: steps, image counts, seed sets, the ω
+sweep that tunes every guided method, the heat-map grid and the SG settings. A cell's cache key is built from
+what the cell runs, so changing any of these values reruns exactly the cells it touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparseguidance.errors import ConfigError
+from sparseguidance.guidance import GammaSchedule, Guidance, as_schedule, make_guidance
+from sparseguidance.sampling.sampler import INTEGRATORS
+from sparseguidance.sparsity import check_gamma
+
+SPARSITIES = ("routing", "masking")  # the two token-sparse families; each has its shipped model
+TUNING_SEED = 0  # the seed set that tunes scales and fills the heat maps; reported rows use seeds 1..K
+SG_FID_PEAK = 0.6  # PAPER.md Table 2, SG_FID: auxiliary γ cosine 0.6 → 0, main model 0 → 0.6
+
+
+def require(ok: bool, problem: str, value: object) -> None:
+    """Raise ConfigError `study preset: PROBLEM, got VALUE` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"study preset: {problem}, got {value!r}")
+
+
+def is_count(value: object, least: int) -> bool:
+    """Whether `value` is an int (not a bool) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def is_number(value: object) -> bool:
+    """Whether `value` is an int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    """One size of the study (see PRESETS); validated on construction, overridable with `--set key=value`."""
+
+    steps: int = 20  # sampling steps of every cell
+    sampler: str = "euler"  # a key of sampling.INTEGRATORS
+    tune_images: int = 200  # images per cell on the tuning seed set: ω sweeps, heat maps, the Pareto plot
+    final_images: int = 400  # images per seed set of a reported row
+    final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
+    scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)  # the ω sweep, the same for every guided method
+    heat_scales: tuple[float, ...] = (1.5, 3.0)  # ω of the heat-map panels (values of `scales` share cells)
+    heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of the heat maps
+    heat_weak: tuple[float, ...] = (0.5, 0.75, 0.9)  # γ_weak axis (cells with γ_strong < γ_weak only)
+    routing_sg: tuple[float, float] = (0.5, 0.9)  # (γ_strong, γ_weak) of SG on the routing model (SG_FLOPS)
+    masking_sg: tuple[float, float] = (0.25, 0.5)  # the same on the masking model, which tolerates less (Fig. 8)
+    weak_fraction: float = 0.2  # AutoGuidance's auxiliary: the routing snapshot nearest this fraction of training
+    threads: int = 2  # torch threads (the command's --threads overrides)
+    batch_size: int = 100  # images per forward batch (does not change the images)
+    device: str = "cpu"  # torch device of the models and the feature extractor
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "tune_images", "final_images", "threads", "batch_size"):
+            require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
+        require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
+        require(self.sampler in INTEGRATORS, f"sampler must be one of {', '.join(INTEGRATORS)}", self.sampler)
+        for name in ("scales", "heat_scales", "heat_strong", "heat_weak", "routing_sg", "masking_sg"):
+            values = getattr(self, name)
+            require(isinstance(values, tuple) and len(values) > 0, f"{name} must be a non-empty list", values)
+            if name.endswith("scales"):
+                require(all(is_number(v) and v > 0 for v in values), f"{name}: every ω must be > 0", values)
+            else:
+                for value in values:
+                    check_gamma(value, f"study preset: {name}")
+        for name in ("routing_sg", "masking_sg"):
+            pair = getattr(self, name)
+            require(len(pair) == 2 and pair[0] < pair[1], f"{name} must be [γ_strong, γ_weak], γ_strong < γ_weak", pair)
+        require(bool(self.heat_pairs), "the heat-map grid needs a cell with γ_strong < γ_weak", self.heat_strong)
+        fraction = self.weak_fraction
+        require(is_number(fraction) and 0 <= fraction <= 1, "weak_fraction must lie in [0, 1]", fraction)
+
+    @property
+    def heat_pairs(self) -> list[tuple[float, float]]:
+        """The heat maps' (γ_strong, γ_weak) cells: the grid's pairs with γ_strong < γ_weak."""
+        return [(s, w) for s in self.heat_strong for w in self.heat_weak if s < w]
+
+    @property
+    def final_seeds(self) -> list[int]:
+        """Seeds of the reported rows' seed sets (never the tuning seed)."""
+        return [TUNING_SEED + 1 + i for i in range(self.final_seed_sets)]
+
+
+PRESETS: dict[str, StudyPreset] = {
+    # a smoke run of every part (the test suite runs it): numbers are meaningless at 12 images and 2 steps
+    "quick": StudyPreset(
+        steps=2,
+        tune_images=12,
+        final_images=12,
+        final_seed_sets=2,
+        scales=(1.5, 2.0),
+        heat_scales=(2.0,),
+        heat_strong=(0.0, 0.5),
+        heat_weak=(0.5, 0.9),
+        threads=1,
+        batch_size=64,
+    ),
+    # fits about an hour on 2 CPU cores with the shipped 64-token MNIST models (see the study log for timings)
+    "cpu": StudyPreset(),
+    # a larger run for one GPU: the paper's 40 steps, its four ω of Figs. 6/8, thousands of images per cell
+    "gpu": StudyPreset(
+        steps=40,
+        tune_images=1000,
+        final_images=2000,
+        final_seed_sets=3,
+        scales=(1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
+        heat_scales=(1.3, 1.5, 1.7, 1.9),
+        heat_strong=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+        heat_weak=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        batch_size=500,
+        device="cuda",
+    ),
+}
+
+
+def get_preset(name: str) -> StudyPreset:
+    """The named preset; a clear error for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown study preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A reported row: a guidance method on the routing or masking model, its ω tuned by the preset's sweep."""
+
+    sparsity: str  # "routing" | "masking"
+    guidance: str  # a guidance.make_guidance name
+    gamma_strong: float | GammaSchedule | None = None
+    gamma_weak: float | GammaSchedule | None = None
+
+    def at(self, scale: float) -> Guidance:
+        """The guidance at ω = `scale`."""
+        return make_guidance(self.guidance, scale, self.gamma_strong, self.gamma_weak)
+
+    @property
+    def gammas(self) -> str:
+        """`0.5 / 0.9`, the γ of the strong and the weak branch (empty for dense methods)."""
+        return " / ".join(describe_gamma(g) for g in (self.gamma_strong, self.gamma_weak) if g is not None)
+
+    def setting(self, scale: float) -> str:
+        """`ω 2, γ 0.5 / 0.9` (empty for no guidance)."""
+        if self.guidance == "none":
+            return ""
+        return f"ω {scale:g}" + (f", γ {self.gammas}" if self.gammas else "")
+
+    def sweep(self, preset: StudyPreset) -> tuple[float, ...]:
+        """The ω values tried on the tuning seed set (one, ω = 1, for no guidance)."""
+        return (1.0,) if self.guidance == "none" else preset.scales
+
+
+def describe_gamma(value: float | GammaSchedule) -> str:
+    """`0.5`, or `0→0.6 cosine` for a schedule."""
+    schedule = as_schedule(value)
+    return f"{schedule.start:g}" if schedule.is_constant else f"{schedule.start:g}→{schedule.end:g} {schedule.kind}"
+
+
+def methods(preset: StudyPreset) -> list[Method]:
+    """Every reported row: Table 2's methods on the routing model, then none / CFG / SG on the masking model."""
+    rising = GammaSchedule(0.0, SG_FID_PEAK, "cosine")
+    falling = GammaSchedule(SG_FID_PEAK, 0.0, "cosine")
+    return [
+        Method("routing", "none"),
+        Method("routing", "cfg"),
+        Method("routing", "ag"),
+        Method("routing", "icg"),
+        Method("routing", "sg", *preset.routing_sg),
+        Method("routing", "ag+sg", rising, falling),
+        Method("masking", "none"),
+        Method("masking", "cfg"),
+        Method("masking", "sg", *preset.masking_sg),
+    ]

@@ -1,0 +1,454 @@
+"""The study's outputs: tables as Markdown and JSON (`summary.json`), and the figures, all from StudyResults.
+
+Nothing here is typed in: every number comes from the run's cells. FLOPs are reported in the paper convention
+(linear layers, one per multiply-add, attention matmuls not counted; flops.py), as PAPER.md Table 2 counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sparseguidance.checkpoints import atomic_write
+from sparseguidance.guidance import GammaSchedule
+from sparseguidance.provenance import write_json
+from sparseguidance.study.cells import REFERENCE, describe_guidance
+from sparseguidance.study.presets import SPARSITIES, TUNING_SEED
+from sparseguidance.study.runner import Point, Row, StudyResults, at_edge
+
+TABLE1_GUIDANCE = ("none", "cfg", "sg")  # per sparsity; the paper's Table 1 compares the last two
+TABLE2_NAMES = {  # guidance on the routing model -> (summary key, label as in PAPER.md Table 2)
+    "none": ("none", "no guidance"),
+    "cfg": ("cfg", "+ CFG"),
+    "ag": ("ag", "+ AutoGuidance"),
+    "icg": ("icg", "+ ICG"),
+    "sg": ("sg_flops", "+ SG_FLOPS (same checkpoint)"),
+    "ag+sg": ("sg_fid", "+ SG_FID (AG + SG, cosine γ)"),
+}
+CONVENTION = "paper convention: linear layers, one FLOP per multiply-add, attention matmuls not counted"
+COLOURS = {"none": "black", "cfg": "tab:blue", "ag": "tab:purple", "icg": "tab:brown", "sg": "tab:orange"}
+COLOURS["ag+sg"] = "tab:red"
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices, by cost, of the points (cost, error) that no other point beats (≤ in both, < in one); of equal
+    points only the first is listed."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    front, best = [], math.inf
+    for i in order:
+        if points[i][1] < best:  # cheaper points all have a higher error: nothing dominates this one
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def gamma_json(value: float | GammaSchedule | None) -> float | dict[str, Any] | None:
+    """A γ as plain data: the number, or {start, end, kind} for a schedule."""
+    if not isinstance(value, GammaSchedule):
+        return value
+    if value.is_constant:
+        return value.start
+    return {"start": value.start, "end": value.end, "kind": value.kind}
+
+
+def point_numbers(point: Point) -> dict[str, Any]:
+    """One cell's setting, metrics and cost."""
+    method = point.method
+    return {
+        "sparsity": method.sparsity,
+        "guidance": method.guidance,
+        "setting": method.setting(point.scale),
+        "gammas": method.gammas,
+        "scale": point.scale,
+        "gamma_strong": gamma_json(method.gamma_strong),
+        "gamma_weak": gamma_json(method.gamma_weak),
+        **point.result.metrics,
+        "gflops_per_image": point.gflops_per_image,
+        "images": point.cell.count,
+        "seed": point.cell.seed,
+    }
+
+
+def row_numbers(row: Row, steps: int) -> dict[str, Any]:
+    """A reported row: its setting, every metric's mean over the seed sets, the FID spread, the cost."""
+    first = point_numbers(row.points[0])
+    metrics = {name: row.mean(name) for name in row.points[0].result.metrics}
+    return {
+        **{k: first[k] for k in ("setting", "scale", "gamma_strong", "gamma_weak")},
+        **metrics,
+        "fid_std": row.std("fid"),
+        "fid_per_seed": row.values("fid").tolist(),
+        "gflops_per_image": first["gflops_per_image"],
+        "gflops_per_step": first["gflops_per_image"] / steps,
+        "images_per_seed": row.points[0].cell.count,
+        "seeds": [p.cell.seed for p in row.points],
+    }
+
+
+def paired_delta(row: Row, base: Row, name: str) -> dict[str, Any]:
+    """FID(row) − FID(base), paired by seed set: mean, std, and whether it exceeds both rows' seed spread."""
+    if row is base:
+        return {name: None, f"{name}_std": None, f"{name}_beyond_spread": None}
+    diffs = row.values("fid") - base.values("fid")
+    mean = float(diffs.mean())
+    return {
+        name: mean,
+        f"{name}_std": float(diffs.std(ddof=1)),
+        f"{name}_beyond_spread": abs(mean) > max(row.std("fid"), base.std("fid")),
+    }
+
+
+def rows_by_method(results: StudyResults) -> dict[tuple[str, str], Row]:
+    """Reported rows by (sparsity, guidance)."""
+    return {(r.method.sparsity, r.method.guidance): r for r in results.rows}
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def table1(results: StudyResults) -> list[dict[str, Any]]:
+    """Table 1 analogue: none, CFG and SG on the routing and the masking model, with SG − CFG paired."""
+    rows, steps = rows_by_method(results), results.preset.steps
+    table = []
+    for sparsity in SPARSITIES:
+        cfg = rows[(sparsity, "cfg")]
+        for guidance in TABLE1_GUIDANCE:
+            row = rows[(sparsity, guidance)]
+            numbers = row_numbers(row, steps)
+            table.append(
+                {"sparsity": sparsity, "guidance": guidance, **numbers, **paired_delta(row, cfg, "delta_fid_vs_cfg")}
+            )
+    return table
+
+
+def table2(results: StudyResults) -> list[dict[str, Any]]:
+    """Table 2 analogue: every method on the routing model, Δ FID and Δ GFLOPs per step against no guidance."""
+    rows, steps = rows_by_method(results), results.preset.steps
+    none = rows[("routing", "none")]
+    base_cost = row_numbers(none, steps)["gflops_per_step"]
+    table = []
+    for guidance, (key, label) in TABLE2_NAMES.items():
+        row = rows[("routing", guidance)]
+        numbers = row_numbers(row, steps)
+        table.append(
+            {
+                "method": key,
+                "label": label,
+                "guidance": guidance,
+                **numbers,
+                **paired_delta(row, none, "delta_fid"),
+                "delta_gflops_per_step": numbers["gflops_per_step"] - base_cost,
+            }
+        )
+    return table
+
+
+def tuning_table(results: StudyResults) -> list[dict[str, Any]]:
+    """Every ω tried on the tuning seed set, the chosen one marked."""
+    return [
+        {
+            **point_numbers(p),
+            "selected": results.selected[p.method] == p.scale,
+            "at_edge": at_edge(p.method, p.scale, results.preset),
+        }
+        for p in results.tuning
+    ]
+
+
+def heat_table(results: StudyResults) -> list[dict[str, Any]]:
+    """The heat maps' cells: SG's FID at each (ω, γ_strong, γ_weak), on the tuning seed set."""
+    return [point_numbers(p) for p in results.heat]
+
+
+def diversity_table(results: StudyResults) -> list[dict[str, Any]]:
+    """Distances of guided samples to the unguided conditional samples of the same noise (mean ± std over seeds)."""
+    return [
+        {
+            "sparsity": d.method.sparsity,
+            "guidance": d.method.guidance,
+            "setting": d.method.setting(d.scale),
+            "pixel_rms": float(np.mean(d.pixel)),
+            "pixel_rms_std": float(np.std(d.pixel, ddof=1)),
+            "feature_l2": float(np.mean(d.feature)),
+            "feature_l2_std": float(np.std(d.feature, ddof=1)),
+        }
+        for d in results.diversity
+    ]
+
+
+def pareto_table(results: StudyResults) -> list[dict[str, Any]]:
+    """Every distinct setting on the tuning seed set (sweeps and heat maps) with cost, FID and front membership."""
+    points: dict[str, Point] = {}
+    for p in (*results.tuning, *results.heat):
+        points.setdefault(json.dumps([p.method.sparsity, describe_guidance(p.cell.guidance)]), p)
+    table = []
+    for sparsity in SPARSITIES:
+        mine = [p for p in points.values() if p.method.sparsity == sparsity]
+        front = set(pareto_front([(p.gflops_per_image, p.fid) for p in mine]))
+        for i, p in enumerate(mine):
+            selected = results.selected.get(p.method) == p.scale
+            table.append({**point_numbers(p), "on_front": i in front, "selected": selected})
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+def markdown(header: Sequence[str], lines: Iterable[Sequence[str]]) -> str:
+    """A Markdown table."""
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(rows + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    """A number for a table ('—' for none)."""
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """`mean ± std`."""
+    return "—" if mean is None else f"{mean:.{digits}f} ± {num(std, digits)}"
+
+
+def delta_text(row: dict[str, Any], name: str) -> str:
+    """A paired Δ with its std, starred when it exceeds the seed-to-seed spread."""
+    if row[name] is None:
+        return "—"
+    return f"{row[name]:+.2f} ± {row[f'{name}_std']:.2f}{' *' if row[f'{name}_beyond_spread'] else ''}"
+
+
+def table1_markdown(rows: list[dict[str, Any]]) -> str:
+    """Table 1 as Markdown."""
+    header = ("model", "guidance", "setting", "FID", "Δ FID vs CFG", "Precision", "Recall", "IS", "Accuracy")
+    lines = [
+        (
+            r["sparsity"],
+            r["guidance"],
+            r["setting"] or "—",
+            pm(r["fid"], r["fid_std"]),
+            delta_text(r, "delta_fid_vs_cfg"),
+            num(r.get("precision"), 3),
+            num(r.get("recall"), 3),
+            num(r.get("is")),
+            num(r.get("accuracy"), 3),
+        )
+        for r in rows
+    ]
+    return markdown(header, lines)
+
+
+def table2_markdown(rows: list[dict[str, Any]]) -> str:
+    """Table 2 as Markdown."""
+    header = ("method", "setting", "FID", "Δ FID", "GFLOPs/step", "Δ GFLOPs/step", "Precision", "Recall")
+    lines = [
+        (
+            r["label"],
+            r["setting"] or "—",
+            pm(r["fid"], r["fid_std"]),
+            delta_text(r, "delta_fid"),
+            num(r["gflops_per_step"], 3),
+            f"{r['delta_gflops_per_step']:+.3f}",
+            num(r.get("precision"), 3),
+            num(r.get("recall"), 3),
+        )
+        for r in rows
+    ]
+    return markdown(header, lines)
+
+
+def tuning_markdown(rows: list[dict[str, Any]]) -> str:
+    """FID on the tuning seed set for each method and ω; the chosen ω in bold (no guidance has one ω, 1)."""
+    scales = sorted({r["scale"] for r in rows})
+    groups: dict[tuple[str, str], dict[float, dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["sparsity"], r["guidance"]), {})[r["scale"]] = r
+    lines = []
+    for (sparsity, guidance), by_scale in groups.items():
+        fids = [by_scale[s]["fid"] if s in by_scale else None for s in scales]
+        chosen = next(r for r in by_scale.values() if r["selected"])
+        cells = [f"**{num(f)}**" if s == chosen["scale"] else num(f) for s, f in zip(scales, fids, strict=True)]
+        edge = " (edge of the sweep)" if chosen["at_edge"] else ""
+        lines.append((sparsity, guidance, chosen["gammas"] or "—", *cells, f"{chosen['scale']:g}{edge}"))
+    return markdown(("model", "guidance", "γ", *(f"ω {s:g}" for s in scales), "chosen ω"), lines)
+
+
+def heat_markdown(rows: list[dict[str, Any]], strong: Sequence[float], weak: Sequence[float]) -> str:
+    """One γ_strong × γ_weak FID table per model and ω."""
+    parts = []
+    for sparsity in SPARSITIES:
+        for scale in sorted({r["scale"] for r in rows if r["sparsity"] == sparsity}):
+            fid = {
+                (r["gamma_strong"], r["gamma_weak"]): r["fid"]
+                for r in rows
+                if (r["sparsity"], r["scale"]) == (sparsity, scale)
+            }
+            lines = [(f"γ_strong {s:g}", *(num(fid.get((s, w))) for w in weak)) for s in strong]
+            parts.append(f"**{sparsity}, ω {scale:g}**\n\n" + markdown(("", *(f"γ_weak {w:g}" for w in weak)), lines))
+    return "\n".join(parts)
+
+
+def diversity_markdown(rows: list[dict[str, Any]]) -> str:
+    """Distances to the unguided samples of the same noise."""
+    header = ("model", "guidance", "setting", "pixel RMS to unguided", "feature distance to unguided")
+    lines = [
+        (
+            r["sparsity"],
+            r["guidance"],
+            r["setting"],
+            pm(r["pixel_rms"], r["pixel_rms_std"], 4),
+            pm(r["feature_l2"], r["feature_l2_std"]),
+        )
+        for r in rows
+    ]
+    return markdown(header, lines)
+
+
+def footer(summary: dict[str, Any]) -> str:
+    """The lines under every table: how the numbers were made and by which command on which machine."""
+    preset = summary["settings"]
+    return (
+        f"\nFID, precision, recall, IS and accuracy on the MNIST classifier's features against {REFERENCE} "
+        f"(1,000 digits). Reported rows: mean ± std over {preset['final_seed_sets']} seed sets of "
+        f"{preset['final_images']} images (seeds {summary['seeds']['final']}). Δ: paired by seed set, negative = "
+        "lower FID than the baseline, * where it exceeds both rows' seed-to-seed std. "
+        f"ω tuned on seed set {TUNING_SEED} ({preset['tune_images']} images). "
+        f"{preset['steps']} {preset['sampler']} steps. GFLOPs: {CONVENTION}.\n\n"
+        f"`{summary['command']}`: {summary['machine']}, torch {summary['torch']}, {summary['threads']} thread(s), "
+        f"commit {summary['commit']}, {summary['minutes']:.1f} min.\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write a figure as PNG, atomically."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_heatmaps(
+    rows: list[dict[str, Any]], sparsity: str, strong: Sequence[float], weak: Sequence[float], path: Path
+) -> None:
+    """FID over (γ_strong, γ_weak), one panel per ω, one colour scale (Figs. 6/8 analogue)."""
+    mine = [r for r in rows if r["sparsity"] == sparsity]
+    scales = sorted({r["scale"] for r in mine})
+    grids = {s: np.full((len(strong), len(weak)), np.nan) for s in scales}
+    for r in mine:
+        grids[r["scale"]][strong.index(r["gamma_strong"]), weak.index(r["gamma_weak"])] = r["fid"]
+    values = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    fig = Figure(figsize=(3.4 * len(scales) + 1, 3.4), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(scales)))
+    for ax, scale in zip(axes, scales, strict=True):
+        image = ax.imshow(grids[scale], cmap="viridis", vmin=values.min(), vmax=values.max(), origin="lower")
+        for (i, j), fid in np.ndenumerate(grids[scale]):
+            if np.isfinite(fid):  # dark text on the bright (high-FID) end of viridis; the panel's best in bold
+                bright = (fid - values.min()) > 0.6 * (values.max() - values.min())
+                weight = "bold" if fid == np.nanmin(grids[scale]) else "normal"
+                ax.text(
+                    j,
+                    i,
+                    f"{fid:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if bright else "white",
+                    weight=weight,
+                )
+        ax.set(xticks=range(len(weak)), xticklabels=[f"{w:g}" for w in weak], yticks=range(len(strong)))
+        ax.set(yticklabels=[f"{s:g}" for s in strong], xlabel="γ_weak", ylabel="γ_strong", title=f"ω = {scale:g}")
+    fig.colorbar(image, ax=list(axes), label="FID (lower is better)")
+    fig.suptitle(f"SG on the {sparsity} model: FID@{mine[0]['images']} (tuning seed set)")
+    save_figure(fig, path)
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
+    """FID against GFLOPs per image for every setting on the tuning seed set, with the Pareto front."""
+    fig = Figure(figsize=(11, 4.5), dpi=110, layout="constrained")
+    for ax, sparsity in zip(fig.subplots(1, len(SPARSITIES)), SPARSITIES, strict=True):
+        mine = [r for r in rows if r["sparsity"] == sparsity]
+        for guidance in dict.fromkeys(r["guidance"] for r in mine):
+            group = [r for r in mine if r["guidance"] == guidance]
+            xs, ys = [r["gflops_per_image"] for r in group], [r["fid"] for r in group]
+            ax.scatter(xs, ys, s=22, color=COLOURS.get(guidance, "gray"), label=guidance, alpha=0.8)
+            chosen = [r for r in group if r["selected"]]
+            ax.scatter(
+                [r["gflops_per_image"] for r in chosen],
+                [r["fid"] for r in chosen],
+                s=90,
+                facecolors="none",
+                edgecolors="black",
+            )
+        front = sorted((r["gflops_per_image"], r["fid"]) for r in mine if r["on_front"])
+        ax.step(*zip(*front, strict=True), where="post", color="black", linewidth=1, label="Pareto front")
+        ax.set(xlabel="GFLOPs per image (paper convention)", ylabel="FID", title=f"{sparsity} model")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Quality against compute, every setting on the tuning seed set (circled: tuned ω)")
+    save_figure(fig, path)
+
+
+def mosaic(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of uint8 (N, H, W, 1) images side by side, stacked into one grey image."""
+    return np.concatenate([np.concatenate(list(row[..., 0]), axis=1) for row in images], axis=0)
+
+
+def plot_diversity(results: StudyResults, rows: list[dict[str, Any]], path: Path, count: int = 10) -> None:
+    """Distances to the unguided samples (bars), and none / CFG / SG samples from the same noise (Fig. 7 analogue)."""
+    fig = Figure(figsize=(11, 6), dpi=110, layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 2))
+    for col, (key, label) in enumerate((("pixel_rms", "pixel RMS"), ("feature_l2", "feature distance"))):
+        ax = fig.add_subplot(grid[0, col])
+        names = [f"{r['sparsity']}\n{r['guidance']}" for r in rows]
+        colours = [COLOURS.get(r["guidance"], "gray") for r in rows]
+        ax.bar(names, [r[key] for r in rows], yerr=[r[f"{key}_std"] for r in rows], color=colours, capsize=3)
+        ax.set(ylabel=f"{label} to unguided", title=f"{label} to the unguided sample of the same noise")
+        ax.tick_params(axis="x", labelsize=7)
+    by_method = rows_by_method(results)
+    for col, sparsity in enumerate(SPARSITIES):
+        ax = fig.add_subplot(grid[1, col])
+        strips = [by_method[(sparsity, g)].points[0].result.images[:count] for g in TABLE1_GUIDANCE]
+        ax.imshow(mosaic(strips), cmap="gray", vmin=0, vmax=255)
+        height = strips[0].shape[1]
+        ax.set(yticks=[height * (i + 0.5) for i in range(len(strips))], yticklabels=TABLE1_GUIDANCE, xticks=[])
+        ax.set_title(f"{sparsity} model: same noise per column")
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- all
+def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write summary.json, the Markdown tables and the figures to `out`; return the summary."""
+    preset = results.preset
+    summary = {
+        "table1": table1(results),
+        "table2": table2(results),
+        **meta,
+        "seeds": {"tuning": TUNING_SEED, "final": preset.final_seeds},
+        "gflops_convention": CONVENTION,
+        "spread": {
+            "fid_std_median": float(np.median([r.std("fid") for r in results.rows])),
+            "fid_std_max": float(max(r.std("fid") for r in results.rows)),
+        },
+        "tuning": tuning_table(results),
+        "heatmaps": heat_table(results),
+        "pareto": pareto_table(results),
+        "diversity": diversity_table(results),
+    }
+    write_json(out / "summary.json", summary)
+    note = footer(summary)
+    texts = {
+        "table1.md": table1_markdown(summary["table1"]),
+        "table2.md": table2_markdown(summary["table2"]),
+        "tuning.md": tuning_markdown(summary["tuning"]),
+        "heatmaps.md": heat_markdown(summary["heatmaps"], preset.heat_strong, preset.heat_weak),
+        "diversity.md": diversity_markdown(summary["diversity"]),
+    }
+    for name, text in texts.items():
+        atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text + note))
+    for sparsity in SPARSITIES:
+        plot_heatmaps(
+            summary["heatmaps"], sparsity, preset.heat_strong, preset.heat_weak, out / f"heatmaps-{sparsity}.png"
+        )
+    plot_pareto(summary["pareto"], out / "pareto.png")
+    plot_diversity(results, summary["diversity"], out / "diversity.png")
+    return summary

@@ -1,0 +1,104 @@
+"""`sparseguidance demo` on the shipped routing model with a tiny budget: image, table, JSON, seeds, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparseguidance.cli import main
+from sparseguidance.demo import (
+    DIGIT_SHAPE,
+    GAP,
+    LEFT,
+    MARGIN,
+    TOP,
+    ZOOM,
+    DemoSettings,
+    load_demo_model,
+    run_demo,
+    save_comparison,
+)
+
+TINY = ["--classes", "3,7", "--steps", "2", "--threads", "1", "--no-progress"]
+SETTINGS = DemoSettings(classes=(3, 7), steps=2, num_images=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_demo_model("mnist-routing")
+
+
+def test_demo_writes_one_row_per_method_and_a_table(tmp_path, capsys):
+    out, summary = tmp_path / "demo.png", tmp_path / "demo.json"
+    assert main(["demo", *TINY, "--num-images", "4", "--out", str(out), "--json", str(summary)]) == 0
+    cell = ZOOM * DIGIT_SHAPE[1]
+    assert Image.open(out).size == (LEFT + 2 * cell + MARGIN, TOP + 3 * cell + 2 * GAP + MARGIN)  # 2 columns, 3 rows
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed[1:5]] == ["no", "CFG", "SG", "real"]
+    rows = {row["method"]: row for row in json.loads(summary.read_text())["rows"]}
+    assert list(rows) == ["none", "cfg", "sg"] and all(row["images"] == 4 for row in rows.values())
+    gflops = {name: row["gflops_per_image_paper"] for name, row in rows.items()}
+    assert gflops["none"] < gflops["cfg"] and gflops["sg"] < gflops["cfg"]
+    assert {"fid", "precision", "recall", "accuracy"} <= rows["sg"].keys()
+
+
+def test_same_seed_same_images_and_the_image_shows_them(model, tmp_path):
+    first, again = run_demo(model, SETTINGS), run_demo(model, SETTINGS)
+    other = run_demo(model, DemoSettings(classes=(3, 7), steps=2, num_images=2, seed=1))
+    for a, b, c in zip(first.runs, again.runs, other.runs, strict=True):
+        assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+        assert a.labels.tolist() == [3, 7]
+    assert not np.array_equal(first.runs[0].images, first.runs[1].images)  # CFG changes the samples
+    save_comparison(tmp_path / "demo.png", first)
+    pixels = np.asarray(Image.open(tmp_path / "demo.png").convert("L")).astype(int)
+    cell = ZOOM * DIGIT_SHAPE[1]
+    for row, run in enumerate(first.runs):  # every ZOOM-th pixel of a row's strip is that method's digits
+        top = TOP + row * (cell + GAP)
+        strip = pixels[top + ZOOM // 2 : top + cell : ZOOM, LEFT + ZOOM // 2 : LEFT + 2 * cell : ZOOM]
+        expected = np.concatenate(list(run.images[..., 0]), axis=1)
+        assert np.abs(strip - expected).mean() < 2
+
+
+def test_the_time_budget_sizes_the_run():
+    settings = DemoSettings()  # 10 classes, one image each in the comparison
+    assert settings.image_count(10, seconds_per_image=0.5, seconds_left=52) == 110  # 10 + 104, whole class cycles
+    assert settings.image_count(10, seconds_per_image=0.5, seconds_left=-3) == 10  # nothing more fits
+    assert DemoSettings(classes=(3,)).image_count(1, 1.0, 0.0) == 4  # enough for the k-NN of precision/recall
+    assert DemoSettings(num_images=17).image_count(10, 1.0, 1e6) == 17
+    assert DemoSettings(batch_size=32).round_size == 30 and DemoSettings(classes=(1, 2), batch_size=1).round_size == 2
+
+
+def test_a_spent_budget_still_gives_the_comparison_and_enough_for_the_metrics(model):
+    result = run_demo(model, DemoSettings(classes=(3, 7), steps=2, seconds=1e-3))
+    assert result.count == 4 and {"precision", "recall"} <= result.runs[0].metrics.keys()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--gamma-strong", "0.8", "--gamma-weak", "0.5"], "gamma_strong < gamma_weak"),
+        (["--gamma-weak", "1"], "must lie in [0, 1)"),
+        (["--gamma-strong", "-0.1"], "must lie in [0, 1)"),
+        (["--cfg-scale", "0.5"], "ω ≥ 1"),
+        (["--sg-scale", "nan"], "ω ≥ 1"),
+        (["--num-images", "1"], "num_images must be at least 2"),
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--model", "mnist-nope"], "unknown model 'mnist-nope'"),
+        (["--model", "mnist-dense"], "is dense"),
+        (["--threads", "0"], "--threads must be at least 1"),
+    ],
+)
+def test_bad_options_fail_in_one_line(options, message, tmp_path, capsys):
+    assert main(["demo", *TINY, *options, "--out", str(tmp_path / "demo.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparseguidance demo: error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_random_classes_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--classes", "random"])
+    assert exit_info.value.code == 2 and "fixed classes" in capsys.readouterr().err
