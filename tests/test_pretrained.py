@@ -11,7 +11,14 @@ from conftest import tiny_inputs, tiny_model
 
 from sparseguidance.checkpoints import load_model, save_model
 from sparseguidance.errors import CheckpointError
-from sparseguidance.pretrained import SHIPPED_DIR, SHIPPED_MODELS, load_shipped, ship_run, shipped_snapshots
+from sparseguidance.pretrained import (
+    SHIPPED_DIR,
+    SHIPPED_MODELS,
+    load_shipped,
+    resolve_checkpoint,
+    ship_run,
+    shipped_snapshots,
+)
 
 
 def load_shipped_step(name: str) -> int:
@@ -80,3 +87,12 @@ def test_ship_run_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "run" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="not a finished training run: no model.safetensors"):
         ship_run(tmp_path / "run", tmp_path / "shipped")
+
+
+def test_shipped_names_resolve_to_files_and_other_specs_stay_paths():
+    assert resolve_checkpoint("mnist-routing") == SHIPPED_DIR / "mnist-routing" / "model.safetensors"
+    first = min(shipped_snapshots("mnist-routing"))
+    assert resolve_checkpoint(f"mnist-routing@{first}") == shipped_snapshots("mnist-routing")[first]
+    assert resolve_checkpoint("runs/x/model.safetensors") == Path("runs/x/model.safetensors")
+    with pytest.raises(CheckpointError, match="the part after @ is a training step"):
+        resolve_checkpoint("mnist-routing@last")

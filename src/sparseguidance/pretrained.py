@@ -49,15 +49,30 @@ def shipped_snapshots(name: str = "mnist-routing") -> dict[int, Path]:
     return {int(m.group(1)): folder / m.group(0) for m in found if m}
 
 
-def load_shipped(name: str, step: int | None = None) -> DiT:
-    """A shipped model in eval mode: the final weights, or the snapshot of training step `step`."""
+def shipped_file(name: str, step: int | None = None) -> Path:
+    """A shipped model's final weights, or those of its snapshot of training step `step`."""
     if step is None:
-        return load_model(shipped_path(name)).eval()
+        return shipped_path(name)
     snapshots = shipped_snapshots(name)
     if step not in snapshots:
         kept = ", ".join(map(str, sorted(snapshots))) or "none"
         raise CheckpointError(f"shipped model {name!r} has no snapshot of step {step}; kept: {kept}")
-    return load_model(snapshots[step]).eval()
+    return snapshots[step]
+
+
+def load_shipped(name: str, step: int | None = None) -> DiT:
+    """A shipped model in eval mode: the final weights, or the snapshot of training step `step`."""
+    return load_model(shipped_file(name, step)).eval()
+
+
+def resolve_checkpoint(spec: str) -> Path:
+    """`mnist-routing` or `mnist-routing@1000` (a snapshot) -> the shipped file; anything else is a path."""
+    name, _, step = spec.partition("@")
+    if name not in SHIPPED_MODELS:
+        return Path(spec)
+    if step and not step.isdigit():
+        raise CheckpointError(f"{spec!r}: the part after @ is a training step, e.g. {name}@1000")
+    return shipped_file(name, int(step) if step else None)
 
 
 def ship_weights(source: Path, target: Path) -> None:

@@ -20,6 +20,7 @@ from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.models import DiT
+from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.outputs import (
     check_manifest,
     merge_shards,
@@ -47,7 +48,10 @@ def parse_classes(text: str) -> list[int] | str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance sample`."""
-    parser.add_argument("checkpoint", help="our .safetensors (with its .json) or a released DiT/SiT/TREAD .pt")
+    parser.add_argument(
+        "checkpoint",
+        help="our .safetensors (+ .json), a released DiT/SiT/TREAD .pt, or a shipped model (mnist-routing[@STEP])",
+    )
     parser.add_argument(
         "--out", required=True, type=Path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; else a folder"
     )
@@ -58,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale", type=float, default=1.5, metavar="Ω", help="guidance scale ω; 1 = strong branch alone"
     )
     parser.add_argument(
-        "--weak-checkpoint", metavar="PATH", help="the auxiliary model of ag and ag+sg (e.g. an early checkpoint)"
+        "--weak-checkpoint",
+        metavar="PATH",
+        help="the auxiliary model of ag and ag+sg (e.g. an early checkpoint, mnist-routing@1000)",
     )
     parser.add_argument("--weak-route", action="append", type=parse_route, metavar="START-END", help="its routes")
     parser.add_argument(
@@ -138,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
     rank, world = distributed()
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
     guidance = guidance_from_args(args, args.scale)
+    args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name becomes its file
+    if args.weak_checkpoint is not None:
+        args.weak_checkpoint = str(resolve_checkpoint(args.weak_checkpoint))
     models = load_models(args, guidance, device)
     config = models["main"].config
     decode = None

@@ -42,9 +42,9 @@ class StudyPreset:
     steps: int = 20  # sampling steps of every cell
     sampler: str = "euler"  # a key of sampling.INTEGRATORS
     tune_images: int = 200  # images per cell on the tuning seed set: ω sweeps, heat maps, the Pareto plot
-    final_images: int = 400  # images per seed set of a reported row
+    final_images: int = 300  # images per seed set of a reported row
     final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
-    scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)  # the ω sweep, the same for every guided method
+    scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # the ω sweep, the same for every guided method
     heat_scales: tuple[float, ...] = (1.5, 3.0)  # ω of the heat-map panels (values of `scales` share cells)
     heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of the heat maps
     heat_weak: tuple[float, ...] = (0.5, 0.75, 0.9)  # γ_weak axis (cells with γ_strong < γ_weak only)
