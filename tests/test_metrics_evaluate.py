@@ -27,7 +27,7 @@ from sparseguidance.metrics.mnist_features import (
     shifted,
 )
 from sparseguidance.metrics.reference import ReferenceStats, load_reference, save_reference
-from sparseguidance.metrics.sources import read_images
+from sparseguidance.metrics.sources import ImageSet, read_images
 
 
 class Pixels(FeatureExtractor):
@@ -209,3 +209,12 @@ def test_eval_and_ref_stats_commands(tmp_path, capsys, pixels):
     assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback
     assert main(["eval", samples, "--ref", str(ref), "--metrics", "sfid", "--no-progress"]) == 2  # Inception's tag
     assert "not comparable" in capsys.readouterr().err
+
+
+def test_scoring_extracted_features_equals_scoring_the_images():
+    evaluator = Evaluator("mnist5k:heldout", EvalConfig(features="mnist", metrics=("fid", "pr", "acc")))
+    images, labels = digits("train", 200)
+    features = evaluator.features(ImageSet(images), "samples")
+    assert evaluator.score(features, labels) == evaluator(images, labels)
+    with pytest.raises(ConfigError, match="needs the requested labels"):
+        evaluator.score(features)

@@ -136,8 +136,11 @@ class Evaluator:
         images = ImageSet(check_images(samples, "samples")) if isinstance(samples, np.ndarray) else read_images(samples)
         if labels is not None:
             images = ImageSet(images.images, check_labels(np.asarray(labels), len(images), "labels"))
-        wanted = self.metrics(images.labels is not None)
-        feats = self.features(images, "samples")
+        return self.score(self.features(images, "samples"), images.labels)
+
+    def score(self, feats: Features, labels: np.ndarray | None = None) -> dict[str, float]:
+        """Metrics of samples whose features are already extracted (by `features`), as `__call__` returns them."""
+        wanted = self.metrics(labels is not None)
         results: dict[str, float] = {}
         if "fid" in wanted:
             results["fid"] = frechet_distance(fit_gaussian(feats.pool), self.reference.pool)
@@ -150,7 +153,7 @@ class Evaluator:
                 self.reference_features(), feats.pool, k=PR_NEIGHBOURS, device=self.config.device
             )
         if "acc" in wanted:
-            results["accuracy"] = accuracy(feats.logits, images.labels)
+            results["accuracy"] = accuracy(feats.logits, labels)
         return results
 
 

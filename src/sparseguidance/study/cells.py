@@ -206,9 +206,9 @@ class CellSampler:
             batch_size=self.preset.batch_size,
         )
         images = to_uint8(samples.images)
-        metrics = self.evaluator(images, labels.numpy())
-        features = self.evaluator.features(ImageSet(images), "features").pool
-        return CellResult(metrics, samples.cost.as_dict(), time.perf_counter() - start, images, features)
+        features = self.evaluator.features(ImageSet(images), "samples")  # extracted once: metrics and distances
+        metrics = self.evaluator.score(features, labels.numpy())
+        return CellResult(metrics, samples.cost.as_dict(), time.perf_counter() - start, images, features.pool)
 
     def models_info(self) -> dict[str, Any]:
         """Which shipped files the study sampled (with their fingerprints), and AutoGuidance's snapshot step."""
