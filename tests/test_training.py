@@ -216,3 +216,18 @@ def test_shipped_configs_load():
     assert masking.model.decoder is not None and (masking.model.decoder.depth, masking.model.decoder.width) == (8, 512)
     assert routing.train.batch_size == 256 and routing.train.lr == 1e-4 and routing.objective.label_dropout == 0.1
     assert loaded["mnist-routing"].model.sparsity == "routing" and loaded["mnist-masking"].model.sparsity == "masking"
+
+
+def test_init_from_starts_a_fine_tuning_run_from_given_weights(data_dir, reference, tmp_path):
+    run_dir, model_state, _ = reference
+    start = load_model(run_dir / "model.safetensors")
+    config = tiny_train_config(data_dir, steps=1, init_from=str(run_dir / "model.safetensors"))
+    trainer = trainer_module.Trainer(config, tmp_path / "fine", trainer_module.init_distributed("cpu"), False)
+    assert_same_weights(trainer.model.state_dict(), start.state_dict())
+    assert_same_weights(trainer.ema.state_dict(), start.state_dict())
+    other = tiny_train_config(data_dir, steps=1, init_from=str(run_dir / "model.safetensors"))
+    other = train_config_from_dict(
+        {**trainer_module.to_dict(other), "model": {**trainer_module.to_dict(other.model), "depth": 3}}
+    )
+    with pytest.raises(CheckpointError, match="model.depth"):
+        trainer_module.Trainer(other, tmp_path / "other", trainer_module.init_distributed("cpu"), False)

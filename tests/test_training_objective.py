@@ -137,3 +137,33 @@ def test_masking_loss_combines_both_terms():
     assert terms["visible"].item() == pytest.approx(error[~dropped].mean().item(), rel=1e-5)
     weight = ((1 - t) ** 2).view(-1, 1, 1, 1).expand_as(error)
     assert terms["masked"].item() == pytest.approx((weight * error)[dropped].mean().item(), rel=1e-5)
+
+
+def test_dense_fraction_mixes_dense_steps_into_sparse_training():
+    config = tiny_config(routes=((1, 2),), train_gamma=0.5)
+    x, _, y = tiny_inputs(config=config)
+    gammas = []
+    for seed in range(40):
+        model = Recorder()
+        objective = ObjectiveConfig(dense_fraction=0.5)
+        flow_matching_loss(model, config, x, y.clamp(max=4), objective, torch.Generator().manual_seed(seed))
+        gammas.append(model.kwargs["gamma"])
+    assert set(gammas) == {0.0, 0.5} and 8 < gammas.count(0.0) < 32
+    model = Recorder()
+    flow_matching_loss(model, config, x, y, ObjectiveConfig(dense_fraction=1.0), torch.Generator().manual_seed(0))
+    assert model.kwargs["gamma"] == 0.0
+
+
+def test_unmasked_fine_tuning_keeps_every_token_and_drops_the_reconstruction_term():
+    config = tiny_config(decoder=MaskDecoderConfig(depth=1, width=16, heads=2), train_gamma=0.5)
+    x, _, y = tiny_inputs(config=config)
+    model = Recorder()
+    objective = ObjectiveConfig(dense_fraction=1.0, mask_weight=0.1)
+    terms = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(0))
+    assert torch.equal(model.kwargs["keep"], torch.arange(config.num_tokens).expand(x.shape[0], -1))
+    assert terms["masked"].item() == 0.0 and terms["loss"].item() == terms["visible"].item()
+
+
+def test_dense_fraction_out_of_range_is_refused():
+    with pytest.raises(ConfigError, match="dense_fraction"):
+        ObjectiveConfig(dense_fraction=1.5)

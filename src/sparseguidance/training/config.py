@@ -43,6 +43,7 @@ class OptimConfig:
     log_every: int = 50
     checkpoint_every: int = 500  # latest.pt (full state, for resuming)
     snapshot_every: int = 0  # EMA weights kept as snapshots/step-NNNNNNN.safetensors (weak models for AG); 0: none
+    init_from: str = ""  # weights a new run starts from (a .safetensors path or a shipped name): fine-tuning stages
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
@@ -58,6 +59,8 @@ class OptimConfig:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.ema_decay < 1:
             raise ConfigError("train.weight_decay and train.grad_clip must be ≥ 0, train.ema_decay in [0, 1)")
+        if not isinstance(self.init_from, str):
+            raise ConfigError(f"train.init_from must be a path or a shipped model name, got {self.init_from!r}")
         for name, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")

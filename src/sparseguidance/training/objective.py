@@ -33,6 +33,7 @@ class ObjectiveConfig:
     logit_std: float = 1.0
     label_dropout: float = 0.1  # probability of replacing a label by the null class ∅
     mask_weight: float = 0.1  # λ: weight of the reconstruction term on dropped tokens (masking models only)
+    dense_fraction: float = 0.0  # probability that a step trains dense (γ 0); 1: MaskDiT's unmasked fine-tuning
 
     def __post_init__(self) -> None:
         if self.time_sampling not in TIME_SAMPLINGS:
@@ -43,6 +44,8 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.label_dropout must lie in [0, 1], got {self.label_dropout}")
         if self.mask_weight < 0:
             raise ConfigError(f"objective.mask_weight must be ≥ 0, got {self.mask_weight}")
+        if not 0.0 <= self.dense_fraction <= 1.0:
+            raise ConfigError(f"objective.dense_fraction must lie in [0, 1], got {self.dense_fraction}")
 
 
 def sample_time(batch: int, config: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
@@ -57,6 +60,14 @@ def drop_labels(y: torch.Tensor, p: float, null_class: int, generator: torch.Gen
     """Replace each label by the null class with probability p."""
     drop = torch.rand(y.shape, generator=generator, device=generator.device) < p
     return torch.where(drop.to(y.device), torch.full_like(y, null_class), y)
+
+
+def step_gamma(config: ModelConfig, objective: ObjectiveConfig, generator: torch.Generator) -> float:
+    """γ of one training step: the model's ratio, or 0 (dense) with probability `objective.dense_fraction`."""
+    if objective.dense_fraction == 0.0:  # no draw at all: runs without dense steps keep their random stream
+        return config.train_gamma
+    dense = torch.rand((), generator=generator, device=generator.device).item() < objective.dense_fraction
+    return 0.0 if dense else config.train_gamma
 
 
 def pixel_mask(dropped: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -91,15 +102,16 @@ def flow_matching_loss(
     `model` may be wrapped (DDP); `config` is the bare model's config (its sparsity and training ratio).
     """
     B = x.shape[0]
+    gamma = step_gamma(config, objective, generator)
     y = drop_labels(y, objective.label_dropout, config.num_classes, generator)  # ∅ is label num_classes
     t = sample_time(B, objective, generator).to(x.device)
     z = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
     x_t = (1 - t.view(-1, 1, 1, 1)) * z + t.view(-1, 1, 1, 1) * x
     target = x - z
     if config.sparsity != "masking":
-        v = model(x_t, t, y, gamma=config.train_gamma, generator=generator)  # γ = 0 for dense models
+        v = model(x_t, t, y, gamma=gamma, generator=generator)  # γ = 0 for dense models
         return {"loss": (v.float() - target).pow(2).mean()}
-    keep = draw_keep(B, config.num_tokens, config.train_gamma, generator, x.device)
+    keep = draw_keep(B, config.num_tokens, gamma, generator, x.device)  # γ 0: every token kept, no masked term
     v = model(x_t, t, y, keep=keep)
     dropped = pixel_mask(dropped_mask(keep, config.num_tokens), config)
     visible, masked = masked_loss_terms((v.float() - target).pow(2), dropped, t)

@@ -33,11 +33,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sparseguidance.checkpoints import atomic_write, save_model
+from sparseguidance.checkpoints import atomic_write, load_model, save_model
 from sparseguidance.config import to_dict
 from sparseguidance.data import build_dataset, check_dataset
 from sparseguidance.errors import CheckpointError
 from sparseguidance.models import DiT, create_model
+from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.training.config import OptimConfig, TrainConfig
 from sparseguidance.training.distributed import (
     Distributed,
@@ -146,6 +147,8 @@ class Trainer:
         check_dataset(self.dataset, shape, config.model.num_classes)
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank
         self.model: DiT = create_model(config.model).to(dist_info.device)
+        if config.train.init_from:
+            self.model.load_state_dict(initial_weights(config).state_dict())
         self.ema: DiT = copy.deepcopy(self.model).requires_grad_(False)
         opt = config.train
         self.optimizer = torch.optim.AdamW(
@@ -309,6 +312,18 @@ class Trainer:
         if self.saved_step != self.step:
             self.checkpoint()
         self.snapshot(self.run_dir / "model.safetensors")
+
+
+def initial_weights(config: TrainConfig) -> DiT:
+    """The model a fine-tuning run starts from (`train.init_from`); its architecture must be the run's."""
+    start = load_model(resolve_checkpoint(config.train.init_from))
+    saved, wanted = to_dict(start.config), to_dict(config.model)
+    changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
+    if changed:
+        raise CheckpointError(
+            f"train.init_from {config.train.init_from} is a different model (model.{', model.'.join(changed)} differ)"
+        )
+    return start
 
 
 def as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
