@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "ref-stats": "sparseguidance.cli.ref_stats",
     "train-features": "sparseguidance.cli.train_features",
     "sample": "sparseguidance.cli.sample",
+    "inspect": "sparseguidance.cli.inspect",
     "train": "sparseguidance.cli.train",
     "encode": "sparseguidance.cli.encode",
     "demo": "sparseguidance.cli.demo",

@@ -1,0 +1,123 @@
+"""Diagnose a sparse model before a sweep: per-block updates and the branch gaps SG and CFG would scale."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from sparseguidance.cli.arguments import parse_route
+from sparseguidance.cli.sample import load
+from sparseguidance.data import DataConfig, build_dataset, check_dataset
+from sparseguidance.diagnostics import as_json, format_inspection, inspect_model, make_probe, plot_inspection
+from sparseguidance.errors import ConfigError
+from sparseguidance.models import DiT
+from sparseguidance.pretrained import resolve_checkpoint
+from sparseguidance.provenance import provenance, write_json
+
+
+def parse_floats(text: str) -> list[float]:
+    """`0.25,0.5,0.75` -> [0.25, 0.5, 0.75]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of numbers, e.g. 0.25,0.5,0.75, got {text!r}"
+        ) from None
+
+
+def parse_pairs(text: str) -> list[tuple[float, float]]:
+    """`0:0.5,0.5:0.9` -> [(0.0, 0.5), (0.5, 0.9)]: (γ_strong, γ_weak) pairs."""
+    try:
+        pairs = [tuple(float(g) for g in part.split(":")) for part in text.split(",")] if text else []
+    except ValueError:
+        pairs = [()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected GS:GW pairs such as 0:0.5,0.5:0.9, got {text!r}")
+    return pairs  # type: ignore[return-value]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `sparseguidance inspect`."""
+    parser.add_argument("checkpoint", help="any model `sample` reads: our .safetensors, a .pt, mnist-routing[@STEP]")
+    parser.add_argument("--route", action="append", type=parse_route, metavar="START-END", help="routes for a .pt")
+    parser.add_argument("--which", choices=("ema", "model"), default="ema", help="weights of a .pt (default ema)")
+    parser.add_argument(
+        "--reference", metavar="CHECKPOINT", help="a dense model of the same architecture: the per-block yardstick"
+    )
+    parser.add_argument("--weak-checkpoint", metavar="CHECKPOINT", help="AutoGuidance's auxiliary model (AG gap)")
+    parser.add_argument(
+        "--data",
+        metavar="SOURCE[:PATH]",
+        help="mnist5k[:SPLIT] (default for 1×32×32, 10-class models: the held-out digits), latents:DIR, folder:DIR",
+    )
+    parser.add_argument("--num-images", type=int, default=64, help="samples in the probe batch (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and token subsets (default 0)")
+    parser.add_argument(
+        "--times", type=parse_floats, default=[0.25, 0.5, 0.75], metavar="T,…", help="t of the block updates"
+    )
+    parser.add_argument(
+        "--gap-times",
+        type=parse_floats,
+        default=[0.1, 0.3, 0.5, 0.7, 0.9],
+        metavar="T,…",
+        help="t of the branch gaps (default 0.1,0.3,0.5,0.7,0.9)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=parse_pairs,
+        metavar="GS:GW,…",
+        help="(γ_strong, γ_weak) pairs for SG's gap (default 0:0.5,0.5:0.9,0:0.9; none for dense models)",
+    )
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="write the two panels as a PNG")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the measurements as JSON")
+
+
+def probe_data(spec: str | None, model: DiT, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` samples of the data `spec` names, checked against the model's input."""
+    config = model.config
+    if spec is None:
+        if (config.in_channels, config.input_size, config.num_classes) != (1, 32, 10):
+            raise ConfigError("give --data (latents:DIR or folder:DIR): only MNIST-sized models default to mnist5k")
+        spec = "mnist5k:heldout"
+    source, _, rest = spec.partition(":")
+    if source == "mnist5k":
+        data = DataConfig(source="mnist5k", split=rest or "heldout")
+    elif source == "folder":
+        data = DataConfig(source="folder", path=rest, image_size=config.input_size, channels=config.in_channels)
+    else:
+        data = DataConfig(source=source, path=rest or None)
+    dataset = build_dataset(data)
+    check_dataset(dataset, (config.in_channels, config.input_size, config.input_size), config.num_classes)
+    if not 1 <= count <= len(dataset):
+        raise ConfigError(f"--num-images must lie in [1, {len(dataset)}] for this data, got {count}")
+    # Spread the probe over the data set (every k-th sample), so that every class appears.
+    return dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
+
+
+def open_model(spec: str, routes: list[tuple[int, int]] | None, which: str) -> DiT:
+    """A model on the CPU from a path or a shipped name (mnist-routing@1000)."""
+    return load(str(resolve_checkpoint(spec)), routes, which, "cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, print the tables, and write the plot and JSON where asked."""
+    model = open_model(args.checkpoint, args.route, args.which)
+    sparse = model.config.sparsity != "dense"
+    pairs = args.pairs if args.pairs is not None else ([(0.0, 0.5), (0.5, 0.9), (0.0, 0.9)] if sparse else [])
+    for t in [*args.times, *args.gap_times]:
+        if not 0.0 <= t < 1.0:
+            raise ConfigError(f"times must lie in [0, 1) (at t = 1 the input is the clean image), got {t}")
+    x, y = probe_data(args.data, model, args.num_images)
+    weak = open_model(args.weak_checkpoint, None, args.which) if args.weak_checkpoint else None
+    reference = open_model(args.reference, None, args.which) if args.reference else None
+    inspection = inspect_model(model, make_probe(x, y, args.seed), args.times, args.gap_times, pairs, weak, reference)
+    print(format_inspection(inspection))
+    if args.plot:
+        plot_inspection(inspection, str(args.plot), title=str(args.checkpoint))
+    if args.json:
+        write_json(args.json, {**provenance(), "checkpoint": args.checkpoint, **as_json(inspection)})
+        print(json.dumps({"routed_update_ratio": inspection.routed_update_ratio(), **inspection.gap_ratios()}))
+    return 0
