@@ -80,13 +80,21 @@ def make_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> Probe:
     return Probe(x, y, z, seed)
 
 
+def predict(
+    net: nn.Module, probe: Probe, t: float, gamma: float = 0.0, salt: int = 0, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """D(x_t, t, c; γ) on the probe, token subsets from the probe's stream `salt`; c = the probe's labels."""
+    tt = torch.full((len(probe.y),), float(t), device=probe.x.device)
+    labels = probe.y if labels is None else labels
+    return net(probe.x_t(t), tt, labels, gamma=gamma, generator=probe.generators(salt) if gamma else None)
+
+
 @torch.no_grad()
 def block_updates(model: nn.Module, probe: Probe, times: Sequence[float], gamma: float = 0.0) -> dict[str, float]:
     """Mean relative update of each block over `times`, at token sparsity γ (0: the dense forward)."""
     with recorded_updates(model) as updates:
         for i, t in enumerate(times):
-            tt = torch.full((len(probe.y),), float(t), device=probe.x.device)
-            model(probe.x_t(t), tt, probe.y, gamma=gamma, generator=probe.generators(i) if gamma else None)
+            predict(model, probe, t, gamma, salt=i)
     return {name: sum(values) / len(values) for name, values in updates.items() if values}
 
 
@@ -122,17 +130,13 @@ def branch_gaps(
     null = torch.full_like(probe.y, model.null_class)
     rows = []
     for t in times:
-        x_t, tt = probe.x_t(t), torch.full((len(probe.y),), float(t), device=probe.x.device)
-
-        def predict(gamma: float, salt: int, labels: torch.Tensor = probe.y, net: nn.Module = model) -> torch.Tensor:
-            return net(x_t, tt, labels, gamma=gamma, generator=probe.generators(salt) if gamma else None)
-
-        dense = predict(0.0, 0)
+        dense = predict(model, probe, t)
         sg = {
-            pair_name(gs, gw): rms(predict(gs, 2 * k + 1) - predict(gw, 2 * k + 2)) for k, (gs, gw) in enumerate(pairs)
+            pair_name(gs, gw): rms(predict(model, probe, t, gs, 2 * k + 1) - predict(model, probe, t, gw, 2 * k + 2))
+            for k, (gs, gw) in enumerate(pairs)
         }
-        ag = rms(dense - predict(0.0, 0, net=weak_model)) if weak_model is not None else None
-        rows.append(GapRow(float(t), sg, rms(dense - predict(0.0, 0, labels=null)), ag))
+        ag = rms(dense - predict(weak_model, probe, t)) if weak_model is not None else None
+        rows.append(GapRow(float(t), sg, rms(dense - predict(model, probe, t, labels=null)), ag))
     return rows
 
 
