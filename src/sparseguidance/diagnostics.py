@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sparseguidance.checkpoints import atomic_write
+from sparseguidance.data import DataConfig, build_dataset, check_dataset
 from sparseguidance.errors import ConfigError
 from sparseguidance.sampling.seeds import sample_generators
 
@@ -72,6 +73,28 @@ class Probe:
     def generators(self, salt: int) -> list[torch.Generator]:
         """Per-sample token-subset generators, the same for every call with the same salt."""
         return sample_generators(self.seed, range(len(self.y)), stream=PROBE_STREAM + salt)
+
+
+def probe_data(spec: str | None, model: nn.Module, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` samples spread over the data `spec` names (every class appears), checked against the model."""
+    config = model.config
+    if spec is None:
+        if (config.in_channels, config.input_size, config.num_classes) != (1, 32, 10):
+            raise ConfigError("give --data (latents:DIR or folder:DIR): only MNIST-sized models default to mnist5k")
+        spec = "mnist5k:heldout"
+    source, _, rest = spec.partition(":")
+    if source == "mnist5k":
+        data = DataConfig(source="mnist5k", split=rest or "heldout")
+    elif source == "folder":
+        data = DataConfig(source="folder", path=rest, image_size=config.input_size, channels=config.in_channels)
+    else:
+        data = DataConfig(source=source, path=rest or None)
+    dataset = build_dataset(data)
+    check_dataset(dataset, (config.in_channels, config.input_size, config.input_size), config.num_classes)
+    if not 1 <= count <= len(dataset):
+        raise ConfigError(f"--num-images must lie in [1, {len(dataset)}] for this data, got {count}")
+    # Spread the probe over the data set (every k-th sample), so that every class appears.
+    return dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
 
 
 def make_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> Probe:

@@ -6,12 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from sparseguidance.cli.arguments import parse_route
 from sparseguidance.cli.sample import load
-from sparseguidance.data import DataConfig, build_dataset, check_dataset
-from sparseguidance.diagnostics import as_json, format_inspection, inspect_model, make_probe, plot_inspection
+from sparseguidance.diagnostics import (
+    as_json,
+    format_inspection,
+    inspect_model,
+    make_probe,
+    plot_inspection,
+    probe_data,
+)
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import resolve_checkpoint
@@ -73,28 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--plot", type=Path, metavar="PNG", help="write the two panels as a PNG")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the measurements as JSON")
-
-
-def probe_data(spec: str | None, model: DiT, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `count` samples of the data `spec` names, checked against the model's input."""
-    config = model.config
-    if spec is None:
-        if (config.in_channels, config.input_size, config.num_classes) != (1, 32, 10):
-            raise ConfigError("give --data (latents:DIR or folder:DIR): only MNIST-sized models default to mnist5k")
-        spec = "mnist5k:heldout"
-    source, _, rest = spec.partition(":")
-    if source == "mnist5k":
-        data = DataConfig(source="mnist5k", split=rest or "heldout")
-    elif source == "folder":
-        data = DataConfig(source="folder", path=rest, image_size=config.input_size, channels=config.in_channels)
-    else:
-        data = DataConfig(source=source, path=rest or None)
-    dataset = build_dataset(data)
-    check_dataset(dataset, (config.in_channels, config.input_size, config.input_size), config.num_classes)
-    if not 1 <= count <= len(dataset):
-        raise ConfigError(f"--num-images must lie in [1, {len(dataset)}] for this data, got {count}")
-    # Spread the probe over the data set (every k-th sample), so that every class appears.
-    return dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
 
 
 def open_model(spec: str, routes: list[tuple[int, int]] | None, which: str) -> DiT:

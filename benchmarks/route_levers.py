@@ -1,0 +1,82 @@
+"""Does a training lever make the route carry work? `inspect` figures and a quick FID per trained model.
+
+For each model: the routed blocks' relative update ÷ a dense reference's same blocks, SG's branch gap ÷
+CFG's, and FID (MNIST classifier features, 1,000 held-out digits) of no guidance, CFG and SG on the study's
+*tuning* seed set (seed 0) — never on the seed sets that reports use. Writes one JSON with provenance.
+
+    python benchmarks/route_levers.py runs/a/model.safetensors runs/b/model.safetensors \
+        --reference runs/dense/model.safetensors --out benchmarks/results/route-levers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sparseguidance.checkpoints import load_model
+from sparseguidance.diagnostics import inspect_model, make_probe, pair_name, probe_data
+from sparseguidance.guidance import make_guidance
+from sparseguidance.images import to_uint8
+from sparseguidance.metrics import EvalConfig, Evaluator
+from sparseguidance.metrics.sources import ImageSet
+from sparseguidance.pretrained import resolve_checkpoint
+from sparseguidance.provenance import provenance, write_json
+from sparseguidance.sampling import class_labels, generate
+
+TUNING_SEED = 0  # the study's tuning seed set
+PAIRS = ((0.0, 0.5), (0.5, 0.9), (0.0, 0.9))
+
+
+def settings() -> list[tuple[str, str, float, tuple[float, float] | None]]:
+    """(label, method, ω, γ pair) of the quick FID rows."""
+    rows = [("none", "none", 1.0, None), ("cfg 1.5", "cfg", 1.5, None)]
+    for pair in ((0.5, 0.9), (0.0, 0.9)):
+        rows += [(f"sg {pair_name(*pair)} ω {w:g}", "sg", w, pair) for w in (2.0, 4.0)]
+    return rows
+
+
+def measure(path: str, reference: str | None, images: int, steps: int, evaluator: Evaluator) -> dict[str, object]:
+    """Inspect figures and quick FIDs of one model."""
+    model = load_model(resolve_checkpoint(path))
+    probe = make_probe(*probe_data("mnist5k:heldout", model, 64), seed=0)
+    ref = load_model(resolve_checkpoint(reference)) if reference else None
+    inspection = inspect_model(model, probe, [0.25, 0.5, 0.75], [0.1, 0.3, 0.5, 0.7, 0.9], PAIRS, None, ref)
+    labels = class_labels("all", range(images), model.config.num_classes)
+    fids = {}
+    for label, method, scale, pair in settings():
+        guidance = make_guidance(method, scale, *(pair or (None, None)))
+        start = time.perf_counter()
+        samples = generate(guidance, {"main": model}, labels, seed=TUNING_SEED, steps=steps, batch_size=100)
+        features = evaluator.features(ImageSet(to_uint8(samples.images)), "samples")
+        metrics = evaluator.score(features, labels.numpy())
+        fids[label] = {**metrics, "seconds": time.perf_counter() - start, **samples.cost.as_dict()}
+        print(f"{path}: {label}: FID {metrics['fid']:.2f}, acc {metrics['accuracy']:.3f}", flush=True)
+    return {
+        "model": path,
+        "config": {"routes": model.config.routes, "train_gamma": model.config.train_gamma},
+        "updates_dense": inspection.updates_dense,
+        "reference_updates": inspection.reference_updates,
+        "routed_update_ratio": inspection.routed_update_ratio(),
+        "sg_gap_over_cfg_gap": inspection.gap_ratios(),
+        "quick_fid": fids,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--reference", help="dense model of the same architecture")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/route-levers.json"))
+    args = parser.parse_args()
+    evaluator = Evaluator("mnist5k:heldout", EvalConfig(features="mnist", metrics=("fid", "acc")))
+    rows = [measure(path, args.reference, args.images, args.steps, evaluator) for path in args.models]
+    write_json(
+        args.out, {**provenance(), "images": args.images, "steps": args.steps, "seed": TUNING_SEED, "rows": rows}
+    )
+
+
+if __name__ == "__main__":
+    main()
