@@ -116,31 +116,25 @@ def stored_prediction(document: Mapping[str, Any], where: str) -> Velocity:
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """A model read from disk as a velocity model, what its network predicts, and how that was decided."""
+class Stored:
+    """A checkpoint file's network weights and what the file says about them."""
 
-    model: nn.Module  # the network itself when it predicts velocity, else a VelocityModel around it
-    prediction: Velocity
-    source: str  # why: given, stored in NAME.json, TREAD's `model.` prefix, the released file's name, …
-
-    def describe(self) -> str:
-        """One line: the prediction, its constants and where it came from."""
-        return f"{self.prediction.describe()}; {self.source}"
+    state: dict[str, torch.Tensor]
+    config: ModelConfig | None  # stored beside or with the weights; None: to be read off the weights
+    prediction: Velocity | None  # None: the file cannot tell
+    source: str  # how the prediction was decided: stored, TREAD's `model.` prefix, the released file's name
 
 
-def open_checkpoint(
+def read_checkpoint(
     path: str | Path,
-    device: str | torch.device = "cpu",
     which: str = "ema",
     config: ModelConfig | None = None,
-    prediction: str | Velocity | None = None,
     routes: Sequence[Route] | None = None,
     train_gamma: float | None = None,
-) -> Loaded:
-    """Load our `.safetensors` + JSON pair or a `.pt` (released DiT / SiT, TREAD, our trainer's) as a velocity model.
+) -> Stored:
+    """Weights, architecture (always set) and prediction of our `.safetensors` pair or of a `.pt`.
 
     config:      a `.pt`'s architecture (default: its stored config, else read off its weights);
-    prediction:  `velocity`, `eps`, `edm` or an instance: overrides the file, and is needed where the file cannot tell;
     routes, train_gamma: the routing of a `.pt` that does not store it (TREAD keeps it in its Hydra config).
     """
     path = Path(path)
@@ -149,57 +143,30 @@ def open_checkpoint(
     if path.suffix == ".safetensors":
         if routes or train_gamma is not None:
             raise ConfigError(f"--route applies to a .pt checkpoint (so does --train-gamma); {path} carries its own")
-        document = read_document(path)
-        stored = parse_stored(ModelConfig, document["model"], f"{config_path(path).name}: model")
-        if config is not None and config != stored:
-            raise CheckpointError(f"{path} was saved with a different config than the one given: {stored}")
-        config, found, source = stored, stored_prediction(document, config_path(path).name), "stored in its JSON"
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
-    else:
-        released = read_released(path, which)
-        state, found, source = released.state, released.prediction, released.source
-        config = config or released.config or infer_config(state, path)
-        routing = {"routes": tuple(routes or ()), "train_gamma": train_gamma}
-        config = dataclasses.replace(config, **{k: v for k, v in routing.items() if v})
-    if prediction is not None:
-        found, source = (make_prediction(prediction) if isinstance(prediction, str) else prediction), "as given"
-    if found is None:
-        raise CheckpointError(
-            f"cannot tell what {path.name} predicts (released DiT and SiT files share one layout): give --prediction "
-            "velocity (SiT, flow matching), eps (DiT, DDPM) or edm (EDM-preconditioned, as TREAD trains)"
-        )
-    model = create_model(config)
-    load_state_dict_checked(model, state, str(path))
-    return Loaded(as_velocity(model.to(device).eval(), found), found, source)
+        stored = read_safetensors(path)
+        if config is not None and config != stored.config:
+            raise CheckpointError(f"{path} was saved with a different config than the one given: {stored.config}")
+        return stored
+    stored = read_released(path, which)
+    config = config or stored.config or infer_config(stored.state, path)
+    routing = {"routes": tuple(routes or ()), "train_gamma": train_gamma}
+    return dataclasses.replace(stored, config=dataclasses.replace(config, **{k: v for k, v in routing.items() if v}))
 
 
-def load_model(
-    path: str | Path,
-    device: str | torch.device = "cpu",
-    which: str = "ema",
-    config: ModelConfig | None = None,
-    prediction: str | Velocity | None = None,
-) -> nn.Module:
-    """The model of `open_checkpoint` alone: a velocity model whatever the network predicts."""
-    return open_checkpoint(path, device, which, config, prediction).model
+def read_safetensors(path: Path) -> Stored:
+    """Our pair: weights from `NAME.safetensors`, config and prediction (velocity if absent) from `NAME.json`."""
+    document = read_document(path)
+    config = parse_stored(ModelConfig, document["model"], f"{config_path(path).name}: model")
+    prediction = stored_prediction(document, config_path(path).name)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    return Stored(state, config, prediction, "stored in its JSON")
 
 
-@dataclass(frozen=True)
-class Released:
-    """A `.pt` file's network weights and what the file says about them."""
-
-    state: dict[str, torch.Tensor]
-    config: ModelConfig | None  # stored by this library's trainer; None in other files
-    prediction: Velocity | None  # None: the file cannot tell
-    source: str
-
-
-def read_released(path: str | Path, which: str = "ema") -> Released:
-    """Weights from a `.pt`: a plain state dict, `{"model", "ema"}` (DiT/SiT, ours) or `{"ema_state_dict"…}` (TREAD)."""
-    path = Path(path)
+def read_released(path: Path, which: str = "ema") -> Stored:
+    """A `.pt`: a state dict, `{"model", "ema"}` (DiT/SiT; ours adds its config) or `{"ema_state_dict"…}` (TREAD)."""
     if which not in STATE_DICT_KEYS:
         raise ConfigError(f"which must be one of {', '.join(STATE_DICT_KEYS)}, got {which!r}")
     try:
@@ -224,13 +191,65 @@ def read_released(path: str | Path, which: str = "ema") -> Released:
         state[name] = tensor
     if state and all(name.startswith(EDM_PREFIX) for name in state):
         state = {name.removeprefix(EDM_PREFIX): tensor for name, tensor in state.items()}
-        return Released(state, config, EDM(), "weights under `model.`: TREAD's EDMPrecond(model=DiT)")
+        return Stored(state, config, EDM(), "weights under `model.`: TREAD's EDMPrecond(model=DiT)")
     if config is not None:
-        return Released(state, config, Velocity(), "this library's training checkpoint")
+        return Stored(state, config, Velocity(), "this library's training checkpoint")
     for start, name in RELEASED_NAMES.items():
         if path.name.startswith(start):
-            return Released(state, None, make_prediction(name), f"guessed from the name {start}*")
-    return Released(state, None, None, "")
+            return Stored(state, None, make_prediction(name), f"guessed from the name {start}*")
+    return Stored(state, None, None, "")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model read from disk as a velocity model, what its network predicts, and how that was decided."""
+
+    model: nn.Module  # the network itself when it predicts velocity, else a VelocityModel around it
+    prediction: Velocity
+    source: str
+
+    def describe(self) -> str:
+        """One line: the prediction, its constants and where it came from."""
+        return f"{self.prediction.describe()}; {self.source}"
+
+
+def open_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str = "ema",
+    config: ModelConfig | None = None,
+    prediction: str | Velocity | None = None,
+    routes: Sequence[Route] | None = None,
+    train_gamma: float | None = None,
+) -> Loaded:
+    """Load our `.safetensors` + JSON pair or a `.pt` (released DiT / SiT, TREAD, our trainer's) as a velocity model.
+
+    prediction:  `velocity`, `eps`, `edm` or an instance: overrides the file, and is needed where the file cannot
+    tell; config, routes, train_gamma: as in `read_checkpoint`.
+    """
+    stored = read_checkpoint(path, which, config, routes, train_gamma)
+    found, source = stored.prediction, stored.source
+    if prediction is not None:
+        found, source = (make_prediction(prediction) if isinstance(prediction, str) else prediction), "as given"
+    if found is None:
+        raise CheckpointError(
+            f"cannot tell what {Path(path).name} predicts (released DiT and SiT files share one layout): give "
+            "--prediction velocity (SiT, flow matching), eps (DiT, DDPM) or edm (EDM-preconditioned, as TREAD trains)"
+        )
+    model = create_model(stored.config)
+    load_state_dict_checked(model, stored.state, str(path))
+    return Loaded(as_velocity(model.to(device).eval(), found), found, source)
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str = "ema",
+    config: ModelConfig | None = None,
+    prediction: str | Velocity | None = None,
+) -> nn.Module:
+    """The model of `open_checkpoint` alone: a velocity model whatever the network predicts."""
+    return open_checkpoint(path, device, which, config, prediction).model
 
 
 def infer_config(state: Mapping[str, torch.Tensor], source: str | Path = "state dict") -> ModelConfig:
