@@ -7,6 +7,7 @@ The family samplers below are written from their papers, not from models.predict
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -20,6 +21,7 @@ from sparseguidance.checkpoints import load_model, open_checkpoint, save_model
 from sparseguidance.cli import main
 from sparseguidance.config import to_dict
 from sparseguidance.errors import CheckpointError
+from sparseguidance.flops import euler_step_flops
 from sparseguidance.guidance import make_guidance
 from sparseguidance.guidance.evaluate import guided_velocity
 from sparseguidance.models import DiT, ModelConfig
@@ -298,3 +300,17 @@ def test_sample_cli_asks_for_the_prediction(tmp_path, capsys):
     assert "--prediction" in err and err.count("\n") == 1
     assert main(["sample", *common, "--prediction", "eps", "--no-progress"]) == 0
     assert "predicts eps" in capsys.readouterr().err
+
+
+def test_flops_cli_reads_a_checkpoint(tmp_path, capsys):
+    network = tiny_model(seed=2, hidden_size=64, num_heads=1)
+    tread_checkpoint(tmp_path / "latest.pt", network)
+    args = ["flops", "--checkpoint", str(tmp_path / "latest.pt"), "--route", "1-2", "--guidance", "sg", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    routed = dataclasses.replace(network.config, routes=((1, 2),))
+    expected = euler_step_flops(make_guidance("sg", 1.0, 0.5, 0.9), routed, None, 40)
+    assert summary["prediction"] == "edm" and summary["routes"] == [[1, 2]]
+    assert summary["gflops_paper"] == pytest.approx(expected.paper / 1e9)
+    assert main(["flops", "--guidance", "sg"]) == 2
+    assert "one of --model NAME and --checkpoint PATH" in capsys.readouterr().err
