@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from sparseguidance.guidance.evaluate import guided_velocity
 from sparseguidance.models import DiT, ModelConfig
 from sparseguidance.models.prediction import EDM, DDPMEpsilon, Velocity, VelocityModel, as_velocity
 from sparseguidance.sampling import generate, sample_batch, sample_generators
+from sparseguidance.training.trainer import initial_weights
 
 SIGMA_DATA = 0.5
 BETAS = np.linspace(1e-4, 0.02, 1000)  # DiT's "linear" schedule
@@ -314,3 +316,10 @@ def test_flops_cli_reads_a_checkpoint(tmp_path, capsys):
     assert summary["gflops_paper"] == pytest.approx(expected.paper / 1e9)
     assert main(["flops", "--guidance", "sg"]) == 2
     assert "one of --model NAME and --checkpoint PATH" in capsys.readouterr().err
+
+
+def test_fine_tuning_refuses_a_model_that_is_not_a_velocity_model(tmp_path):
+    save_model(as_velocity(tiny_model(), EDM()), tmp_path / "edm.safetensors")
+    config = SimpleNamespace(train=SimpleNamespace(init_from=str(tmp_path / "edm.safetensors")))
+    with pytest.raises(CheckpointError, match="predicts edm; we train velocity"):
+        initial_weights(config)
