@@ -153,8 +153,6 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "which": args.which,
         "routes": args.route,
         "weak_routes": args.weak_route,
-        "train_gamma": args.train_gamma,
-        "prediction": args.prediction,
         "guidance": {"name": guidance.name, **dataclasses.asdict(guidance)},
         "classes": args.classes,
         "num_images": args.num_images,
@@ -163,6 +161,8 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "sampler": args.sampler,
         "shard_size": args.shard_size,
         "vae": args.vae,
+        # recorded only when given, so that shard folders of earlier versions still resume
+        **{k: v for k, v in (("train_gamma", args.train_gamma), ("prediction", args.prediction)) if v is not None},
     }
 
 
