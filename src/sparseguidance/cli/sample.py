@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prediction",
         choices=list(PREDICTIONS),
-        help="what a .pt's network predicts, where its file cannot tell (default: read off the file or its name)",
+        help="what the checkpoints' networks predict where a file cannot tell (default: read off the file or name)",
     )
     add_guidance_arguments(parser)
     parser.add_argument(
@@ -113,9 +113,8 @@ def load(
 
 def check_routed(role: str, model: nn.Module, guidance: Guidance, path: str) -> None:
     """Raise ConfigError, naming --route, when guidance runs a dense .pt model at a sparse γ."""
-    gammas = [
-        g for b in (guidance.strong, guidance.weak) if b and b.model == role for g in (b.gamma.start, b.gamma.end)
-    ]
+    branches = [b for b in (guidance.strong, guidance.weak) if b is not None and b.model == role]
+    gammas = [g for b in branches for g in (b.gamma.start, b.gamma.end)]
     if any(gammas) and model.config.sparsity == "dense" and Path(path).suffix != ".safetensors":
         raise ConfigError(
             f"guidance {guidance.name!r} runs the {role} model at a sparse γ, but {path} stores no routes (TREAD "
@@ -128,11 +127,14 @@ def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> di
     if guidance.uses_weak_model != (args.weak_checkpoint is not None):
         need = "needs" if guidance.uses_weak_model else "does not use"
         raise ConfigError(f"guidance {guidance.name!r} {need} --weak-checkpoint")
-    paths = {"main": (args.checkpoint, args.route), "weak": (args.weak_checkpoint, args.weak_route)}
+    paths = {  # --prediction is for both checkpoints, --train-gamma (metadata) for the main one
+        "main": (args.checkpoint, args.route, args.train_gamma),
+        "weak": (args.weak_checkpoint, args.weak_route, None),
+    }
     models = {}
-    for role, (path, routes) in paths.items():
+    for role, (path, routes, train_gamma) in paths.items():
         if path is not None:
-            models[role] = load(path, routes, args.which, device, args.prediction, args.train_gamma)
+            models[role] = load(path, routes, args.which, device, args.prediction, train_gamma)
             check_routed(role, models[role], guidance, path)
     return models
 
