@@ -60,14 +60,14 @@ def test_state_dict_uses_the_released_dit_names():
     [
         lambda sd: sd,  # DiT's released files: a plain state dict
         lambda sd: {"model": {k: v * 0 for k, v in sd.items()}, "ema": sd, "opt": {}},  # DiT/SiT train.py
-        lambda sd: {"model_state_dict": {}, "ema_state_dict": sd, "step": 3},  # TREAD's latest.pt
+        lambda sd: {"model_state_dict": {}, "ema_state_dict": sd, "step": 3},  # TREAD's layout, unwrapped
         lambda sd: {f"module.{k}": v for k, v in sd.items()},  # saved from DDP
     ],
 )
 def test_released_layouts_load_and_give_the_same_output(tmp_path, wrap):
     model = tiny_model(learn_sigma=True, hidden_size=64, num_heads=1)  # head width 64: inferable heads
     torch.save(wrap(model.state_dict()), tmp_path / "release.pt")
-    loaded = load_model(tmp_path / "release.pt")
+    loaded = load_model(tmp_path / "release.pt", prediction="velocity")  # the name does not tell
     assert loaded.config == model.config  # the architecture is read off the weights
     assert outputs_equal(model, loaded, gamma=0.0)
 
@@ -76,7 +76,7 @@ def test_which_selects_the_raw_weights(tmp_path):
     model = tiny_model()
     other = tiny_model(seed=5)
     torch.save({"model": other.state_dict(), "ema": model.state_dict()}, tmp_path / "both.pt")
-    loaded = load_model(tmp_path / "both.pt", which="model", config=model.config)
+    loaded = load_model(tmp_path / "both.pt", which="model", config=model.config, prediction="velocity")
     assert outputs_equal(loaded, other, gamma=0.0)
     save_model(model, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match="different config"):

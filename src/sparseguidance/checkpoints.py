@@ -1,25 +1,36 @@
 """Model weights on disk: our safetensors + JSON pair, and the released DiT / SiT / TREAD `.pt` files.
 
-Our format is `NAME.safetensors` (the weights) with `NAME.json` beside it (the ModelConfig), so a
-checkpoint describes itself. Both are written to a temporary name and renamed, config first.
+Our format is `NAME.safetensors` (the weights) with `NAME.json` beside it (the ModelConfig, and the
+prediction when it is not a velocity), so a checkpoint describes itself. Both are written to a temporary
+name and renamed, config first.
+
+What a `.pt` network predicts (models.prediction) is read off the file where it can be: TREAD's `train.py`
+saves `EDMPrecond(model=DiT)`, so every key carries the prefix `model.` (an EDM denoiser); this library's
+`latest.pt` stores its config (a velocity model, routes included); the released files are known by name
+(`DiT-XL-2-256x256.pt`: DDPM ε, `SiT-XL-2-256x256.pt`: velocity). Anything else must be told.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from sparseguidance.config import from_dict, to_dict
 from sparseguidance.errors import CheckpointError, ConfigError
-from sparseguidance.models import SIZES, DiT, ModelConfig, create_model
+from sparseguidance.models import SIZES, ModelConfig, create_model
+from sparseguidance.models.dit import Route
+from sparseguidance.models.prediction import EDM, PREDICTIONS, Velocity, as_velocity, make_prediction, unwrap
 
 # Wrappers the released training scripts put around the weights, most preferred first (EMA weights sample best).
 STATE_DICT_KEYS = {
@@ -27,6 +38,9 @@ STATE_DICT_KEYS = {
     "model": ("model", "model_state_dict", "state_dict"),
 }
 PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+EDM_PREFIX = "model."  # TREAD's train.py saves EDMPrecond(model=DiT): the whole network under `model.`
+# Released file names (DiT-XL-2-256x256.pt, SiT-XL-2-256x256.pt, …): DiT's are DDPM ε, SiT's flow velocity.
+RELEASED_NAMES = {"DiT-": "eps", "SiT-": "velocity"}
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -57,19 +71,21 @@ def config_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_model(model: DiT, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
-    """Write `path` (.safetensors) and its JSON config (plus optional metadata such as the training step)."""
+def save_model(model: nn.Module, path: str | Path, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write `path` (.safetensors) and its JSON config (plus a non-velocity prediction and optional metadata)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"model weights are saved as .safetensors, got {path}")
-    document = {"model": to_dict(model.config), **(dict(metadata) if metadata else {})}
+    network, prediction = unwrap(model)
+    stated = {} if type(prediction) is Velocity else {"prediction": {"name": prediction.name, **to_dict(prediction)}}
+    document = {"model": to_dict(network.config), **stated, **(dict(metadata) if metadata else {})}
     atomic_write(config_path(path), lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
-def read_model_config(path: str | Path) -> ModelConfig:
-    """The ModelConfig stored beside a `.safetensors` checkpoint."""
+def read_document(path: str | Path) -> dict[str, Any]:
+    """The JSON document stored beside a `.safetensors` checkpoint (its `model` section checked to exist)."""
     json_path = config_path(path)
     if not json_path.is_file():
         raise CheckpointError(f"{json_path} is missing: a .safetensors checkpoint needs its JSON config beside it")
@@ -79,42 +95,78 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{json_path} is corrupt or truncated ({e})") from None
     if not isinstance(document, dict) or "model" not in document:
         raise CheckpointError(f"{json_path} has no 'model' section")
+    return document
+
+
+def parse_stored(cls: type, data: Any, where: str) -> Any:
+    """A dataclass from a stored section, its errors as CheckpointError naming where it was read."""
     try:
-        return from_dict(ModelConfig, document["model"], where=f"{json_path.name}: model")
+        return from_dict(cls, data if isinstance(data, Mapping) else {}, where=where)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu", which: str = "ema", config: ModelConfig | None = None
-) -> DiT:
-    """Load a model from our `.safetensors` + JSON pair or from a released DiT / SiT / TREAD `.pt` file.
+def stored_prediction(document: Mapping[str, Any], where: str) -> Velocity:
+    """The prediction a JSON document records (`{"name": "edm", "sigma_data": 0.5, …}`); velocity when absent."""
+    entry = dict(document.get("prediction") or {"name": "velocity"})
+    name = entry.pop("name", None)
+    if name not in PREDICTIONS:
+        raise CheckpointError(f"{where}: unknown prediction {name!r}; known: {', '.join(PREDICTIONS)}")
+    return parse_stored(PREDICTIONS[name], entry, f"{where}: prediction")
 
-    A `.pt` file's architecture is read off its weights unless `config` is given (needed only for head
-    counts other than the standard sizes' and for routes or a training γ to attach to the model).
+
+@dataclass(frozen=True)
+class Stored:
+    """A checkpoint file's network weights and what the file says about them."""
+
+    state: dict[str, torch.Tensor]
+    config: ModelConfig | None  # stored beside or with the weights; None: to be read off the weights
+    prediction: Velocity | None  # None: the file cannot tell
+    source: str  # how the prediction was decided: stored, TREAD's `model.` prefix, the released file's name
+
+
+def read_checkpoint(
+    path: str | Path,
+    which: str = "ema",
+    config: ModelConfig | None = None,
+    routes: Sequence[Route] | None = None,
+    train_gamma: float | None = None,
+) -> Stored:
+    """Weights, architecture (always set) and prediction of our `.safetensors` pair or of a `.pt`.
+
+    config:      a `.pt`'s architecture (default: its stored config, else read off its weights);
+    routes, train_gamma: the routing of a `.pt` that does not store it (TREAD keeps it in its Hydra config).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        stored = read_model_config(path)
-        if config is not None and config != stored:
-            raise CheckpointError(f"{path} was saved with a different config than the one given: {stored}")
-        config = stored
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
-    else:
-        state = read_released_state_dict(path, which)
-        config = config or infer_config(state, path)
-    model = create_model(config)
-    load_state_dict_checked(model, state, str(path))
-    return model.to(device).eval()
+        if routes or train_gamma is not None:
+            raise ConfigError(f"--route applies to a .pt checkpoint (so does --train-gamma); {path} carries its own")
+        stored = read_safetensors(path)
+        if config is not None and config != stored.config:
+            raise CheckpointError(f"{path} was saved with a different config than the one given: {stored.config}")
+        return stored
+    stored = read_released(path, which)
+    config = config or stored.config or infer_config(stored.state, path)
+    routing = {"routes": tuple(routes or ()), "train_gamma": train_gamma}
+    return dataclasses.replace(stored, config=dataclasses.replace(config, **{k: v for k, v in routing.items() if v}))
 
 
-def read_released_state_dict(path: str | Path, which: str = "ema") -> dict[str, torch.Tensor]:
-    """Weights from a `.pt` file: a plain state dict, `{"model", "ema"}` (DiT/SiT) or `{"ema_state_dict"…}` (TREAD)."""
+def read_safetensors(path: Path) -> Stored:
+    """Our pair: weights from `NAME.safetensors`, config and prediction (velocity if absent) from `NAME.json`."""
+    document = read_document(path)
+    config = parse_stored(ModelConfig, document["model"], f"{config_path(path).name}: model")
+    prediction = stored_prediction(document, config_path(path).name)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    return Stored(state, config, prediction, "stored in its JSON")
+
+
+def read_released(path: Path, which: str = "ema") -> Stored:
+    """A `.pt`: a state dict, `{"model", "ema"}` (DiT/SiT; ours adds its config) or `{"ema_state_dict"…}` (TREAD)."""
     if which not in STATE_DICT_KEYS:
         raise ConfigError(f"which must be one of {', '.join(STATE_DICT_KEYS)}, got {which!r}")
     try:
@@ -124,6 +176,8 @@ def read_released_state_dict(path: str | Path, which: str = "ema") -> dict[str, 
         raise CheckpointError(f"{path} is corrupt, truncated or not a PyTorch checkpoint ({detail})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    ours = obj.get("config")  # this library's latest.pt: {"model", "ema", …, "config": {"model": …}}
+    config = parse_stored(ModelConfig, ours["model"], f"{path.name}: config.model") if isinstance(ours, dict) else None
     for key in STATE_DICT_KEYS[which]:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -135,7 +189,67 @@ def read_released_state_dict(path: str | Path, which: str = "ema") -> dict[str, 
         for prefix in PREFIXES:
             name = name.removeprefix(prefix)
         state[name] = tensor
-    return state
+    if state and all(name.startswith(EDM_PREFIX) for name in state):
+        state = {name.removeprefix(EDM_PREFIX): tensor for name, tensor in state.items()}
+        return Stored(state, config, EDM(), "weights under `model.`: TREAD's EDMPrecond(model=DiT)")
+    if config is not None:
+        return Stored(state, config, Velocity(), "this library's training checkpoint")
+    for start, name in RELEASED_NAMES.items():
+        if path.name.startswith(start):
+            return Stored(state, None, make_prediction(name), f"guessed from the name {start}*")
+    return Stored(state, None, None, "")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model read from disk as a velocity model, what its network predicts, and how that was decided."""
+
+    model: nn.Module  # the network itself when it predicts velocity, else a VelocityModel around it
+    prediction: Velocity
+    source: str
+
+    def describe(self) -> str:
+        """One line: the prediction, its constants and where it came from."""
+        return f"{self.prediction.describe()}; {self.source}"
+
+
+def open_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str = "ema",
+    config: ModelConfig | None = None,
+    prediction: str | Velocity | None = None,
+    routes: Sequence[Route] | None = None,
+    train_gamma: float | None = None,
+) -> Loaded:
+    """Load our `.safetensors` + JSON pair or a `.pt` (released DiT / SiT, TREAD, our trainer's) as a velocity model.
+
+    prediction:  `velocity`, `eps`, `edm` or an instance: overrides the file, and is needed where the file cannot
+    tell; config, routes, train_gamma: as in `read_checkpoint`.
+    """
+    stored = read_checkpoint(path, which, config, routes, train_gamma)
+    found, source = stored.prediction, stored.source
+    if prediction is not None:
+        found, source = (make_prediction(prediction) if isinstance(prediction, str) else prediction), "as given"
+    if found is None:
+        raise CheckpointError(
+            f"cannot tell what {Path(path).name} predicts (released DiT and SiT files share one layout): give "
+            "--prediction velocity (SiT, flow matching), eps (DiT, DDPM) or edm (EDM-preconditioned, as TREAD trains)"
+        )
+    model = create_model(stored.config)
+    load_state_dict_checked(model, stored.state, str(path))
+    return Loaded(as_velocity(model.to(device).eval(), found), found, source)
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    which: str = "ema",
+    config: ModelConfig | None = None,
+    prediction: str | Velocity | None = None,
+) -> nn.Module:
+    """The model of `open_checkpoint` alone: a velocity model whatever the network predicts."""
+    return open_checkpoint(path, device, which, config, prediction).model
 
 
 def infer_config(state: Mapping[str, torch.Tensor], source: str | Path = "state dict") -> ModelConfig:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
+from sparseguidance.checkpoints import read_checkpoint
 from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_decoder, parse_route
 from sparseguidance.errors import ConfigError
 from sparseguidance.flops import euler_step_flops, forward_flops
 from sparseguidance.guidance import Guidance
 from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, model_config
+from sparseguidance.pretrained import resolve_checkpoint
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -20,8 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> No
         f"{dash}model",
         choices=MODEL_NAMES,
         metavar="NAME",
-        required=not prefix,
-        help="registry name, e.g. SiT-XL/2" + (" (default: same as --model)" if prefix else ""),
+        help="registry name, e.g. SiT-XL/2" + (" (default: same as the main model)" if prefix else ""),
     )
     parser.add_argument(
         f"{dash}route",
@@ -54,6 +56,7 @@ def build_config(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance flops`."""
     add_model_arguments(parser)
+    parser.add_argument("--checkpoint", metavar="PATH", help="instead of --model: the architecture of a checkpoint")
     add_model_arguments(parser, "weak-")
     parser.add_argument("--input-size", type=int, default=32, help="spatial size of the (latent) input (default 32)")
     parser.add_argument("--in-channels", type=int, default=4, help="input channels (default 4: SD-VAE latents)")
@@ -80,12 +83,23 @@ def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_
     }
 
 
+def main_config(args: argparse.Namespace) -> tuple[str, ModelConfig, dict[str, Any]]:
+    """(label, config, what it predicts) of --model, or of --checkpoint (read off the file, --route for a .pt)."""
+    if (args.model is None) == (args.checkpoint is None):
+        raise ConfigError("give one of --model NAME and --checkpoint PATH")
+    if args.checkpoint is None:
+        return args.model, build_config(args.model, args.route, args.decoder, args.input_size, args.in_channels), {}
+    stored = read_checkpoint(resolve_checkpoint(args.checkpoint), routes=args.route)
+    prediction = stored.prediction.name if stored.prediction is not None else "unknown (give sample --prediction)"
+    return args.checkpoint, stored.config, {"prediction": prediction}
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the FLOPs of the described sampling setting."""
-    main = build_config(args.model, args.route, args.decoder, args.input_size, args.in_channels)
+    label, main, predicts = main_config(args)
     guidance = guidance_from_args(args)
     weak = None
-    if guidance.uses_weak_model:
+    if guidance.uses_weak_model and (args.weak_model or args.model):
         weak = build_config(
             args.weak_model or args.model,
             args.weak_route or args.route,
@@ -93,19 +107,23 @@ def run(args: argparse.Namespace) -> int:
             args.input_size,
             args.in_channels,
         )
+    elif guidance.uses_weak_model:  # the checkpoint's architecture, at its own routes or --weak-route
+        weak = dataclasses.replace(main, routes=tuple(args.weak_route or main.routes))
     routes = [list(r) for r in main.routes]
-    summary = {"model": args.model, "routes": routes, **report(guidance, main, weak, args.steps)}
+    summary = {"model": label, "routes": routes, **predicts, **report(guidance, main, weak, args.steps)}
     if weak is not None:
-        summary["weak_model"] = args.weak_model or args.model
+        summary["weak_model"] = args.weak_model or label
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.model}  sparsity={main.sparsity}  guidance={guidance.name}  steps={args.steps}")
+    print(f"{label}  sparsity={main.sparsity}  guidance={guidance.name}  steps={args.steps}")
+    if predicts:
+        print(f"predicts {predicts['prediction']} (FLOPs are the network's; the adapter adds elementwise work only)")
     print(f"{'':28}{'paper':>12}{'full':>12}   (GFLOPs per sample)")
-    for label, key in (
+    for row, key in (
         ("dense forward", "dense_forward_gflops"),
         ("per sampling step", "gflops"),
         ("per image", "gflops_per_image"),
     ):
-        print(f"{label:28}{summary[key + '_paper']:12.2f}{summary[key + '_full']:12.2f}")
+        print(f"{row:28}{summary[key + '_paper']:12.2f}{summary[key + '_full']:12.2f}")
     return 0

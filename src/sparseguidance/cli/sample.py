@@ -6,20 +6,22 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
-from sparseguidance.checkpoints import infer_config, load_model, read_released_state_dict
+from sparseguidance.checkpoints import open_checkpoint
 from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_route
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
-from sparseguidance.models import DiT
+from sparseguidance.models.prediction import PREDICTIONS, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.outputs import (
     check_manifest,
@@ -57,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--which", choices=("ema", "model"), default="ema", help="weights of a .pt (default ema)")
     parser.add_argument("--route", action="append", type=parse_route, metavar="START-END", help="routes for a .pt")
+    parser.add_argument("--train-gamma", type=float, metavar="G", help="a .pt's training selection ratio (routing)")
+    parser.add_argument(
+        "--prediction",
+        choices=list(PREDICTIONS),
+        help="what the checkpoints' networks predict where a file cannot tell (default: read off the file or name)",
+    )
     add_guidance_arguments(parser)
     parser.add_argument(
         "--scale", type=float, default=1.5, metavar="Ω", help="guidance scale ω; 1 = strong branch alone"
@@ -89,24 +97,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
-def load(path: str, routes: list[tuple[int, int]] | None, which: str, device: str) -> DiT:
-    """A model from a checkpoint; --route attaches routes to a released .pt (ours carry theirs)."""
-    if not routes:
-        return load_model(path, device, which)
-    if Path(path).suffix == ".safetensors" or not Path(path).is_file():
-        raise ConfigError(f"--route applies to an existing released .pt checkpoint, not {path}")
-    config = dataclasses.replace(infer_config(read_released_state_dict(path, which), path), routes=tuple(routes))
-    return load_model(path, device, which, config)
+def load(
+    path: str,
+    routes: list[tuple[int, int]] | None,
+    which: str,
+    device: str,
+    prediction: str | None = None,
+    train_gamma: float | None = None,
+) -> nn.Module:
+    """A checkpoint as a velocity model (routes, training γ and prediction for a .pt); says what it predicts."""
+    loaded = open_checkpoint(path, device, which, prediction=prediction, routes=routes, train_gamma=train_gamma)
+    print(f"{path}: predicts {loaded.describe()}", file=sys.stderr)
+    return loaded.model
 
 
-def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> dict[str, DiT]:
+def check_routed(role: str, model: nn.Module, guidance: Guidance, path: str) -> None:
+    """Raise ConfigError, naming --route, when guidance runs a dense .pt model at a sparse γ."""
+    branches = [b for b in (guidance.strong, guidance.weak) if b is not None and b.model == role]
+    gammas = [g for b in branches for g in (b.gamma.start, b.gamma.end)]
+    if any(gammas) and model.config.sparsity == "dense" and Path(path).suffix != ".safetensors":
+        raise ConfigError(
+            f"guidance {guidance.name!r} runs the {role} model at a sparse γ, but {path} stores no routes (TREAD "
+            "keeps them in its Hydra config, e.g. 2-8 at 0.5 for DiT-B/2): give --route START-END and --train-gamma"
+        )
+
+
+def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> dict[str, nn.Module]:
     """{"main": …} plus {"weak": …} for ag and ag+sg."""
     if guidance.uses_weak_model != (args.weak_checkpoint is not None):
         need = "needs" if guidance.uses_weak_model else "does not use"
         raise ConfigError(f"guidance {guidance.name!r} {need} --weak-checkpoint")
-    models = {"main": load(args.checkpoint, args.route, args.which, device)}
-    if args.weak_checkpoint is not None:
-        models["weak"] = load(args.weak_checkpoint, args.weak_route, args.which, device)
+    paths = {  # --prediction is for both checkpoints, --train-gamma (metadata) for the main one
+        "main": (args.checkpoint, args.route, args.train_gamma),
+        "weak": (args.weak_checkpoint, args.weak_route, None),
+    }
+    models = {}
+    for role, (path, routes, train_gamma) in paths.items():
+        if path is not None:
+            models[role] = load(path, routes, args.which, device, args.prediction, train_gamma)
+            check_routed(role, models[role], guidance, path)
     return models
 
 
@@ -134,6 +163,8 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "sampler": args.sampler,
         "shard_size": args.shard_size,
         "vae": args.vae,
+        # recorded only when given, so that shard folders of earlier versions still resume
+        **{k: v for k, v in (("train_gamma", args.train_gamma), ("prediction", args.prediction)) if v is not None},
     }
 
 
@@ -173,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             save_pngs(args.out, images, samples.labels.numpy(), samples.indices.numpy())
         count, cost = args.num_images, samples.cost
     if rank == 0:
-        report(args, guidance, count, cost, time.perf_counter() - start)
+        report(args, guidance, models, count, cost, time.perf_counter() - start)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
@@ -182,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 def sample_shards(
     args: argparse.Namespace,
     guidance: Guidance,
-    models: dict[str, DiT],
+    models: dict[str, nn.Module],
     labels: torch.Tensor,
     options: dict[str, Any],
     rank: int,
@@ -211,11 +242,20 @@ def sample_shards(
     return count, cost
 
 
-def report(args: argparse.Namespace, guidance: Guidance, count: int, cost: Cost | None, seconds: float) -> None:
+def report(
+    args: argparse.Namespace,
+    guidance: Guidance,
+    models: dict[str, nn.Module],
+    count: int,
+    cost: Cost | None,
+    seconds: float,
+) -> None:
     """Print the summary: JSON with --json, one line otherwise."""
+    predictions = {role: unwrap(model)[1] for role, model in models.items()}
     summary = {
         "out": str(args.out),
         "guidance": guidance.name,
+        "prediction": {role: {"name": p.name, **dataclasses.asdict(p)} for role, p in predictions.items()},
         "sampler": args.sampler,
         "steps": args.steps,
         "total": args.num_images,

@@ -38,6 +38,7 @@ from sparseguidance.config import to_dict
 from sparseguidance.data import build_dataset, check_dataset
 from sparseguidance.errors import CheckpointError
 from sparseguidance.models import DiT, create_model
+from sparseguidance.models.prediction import Velocity, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.training.config import OptimConfig, TrainConfig
 from sparseguidance.training.distributed import (
@@ -316,7 +317,9 @@ class Trainer:
 
 def initial_weights(config: TrainConfig) -> DiT:
     """The model a fine-tuning run starts from (`train.init_from`); its architecture must be the run's."""
-    start = load_model(resolve_checkpoint(config.train.init_from))
+    start, prediction = unwrap(load_model(resolve_checkpoint(config.train.init_from)))
+    if type(prediction) is not Velocity:
+        raise CheckpointError(f"train.init_from {config.train.init_from} predicts {prediction.name}; we train velocity")
     saved, wanted = to_dict(start.config), to_dict(config.model)
     changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
     if changed:
