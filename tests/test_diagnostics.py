@@ -115,3 +115,13 @@ def test_inspect_bad_input_is_one_line(mnist_sized, capsys, extra, message):
     assert main(["inspect", str(mnist_sized), "--num-images", "4", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_eps_network_is_inspected_through_its_adapter():
+    from sparseguidance.models.prediction import DDPMEpsilon, as_velocity
+
+    network = tiny_model(routes=((1, 2),), train_gamma=0.5)
+    wrapped = as_velocity(network, DDPMEpsilon())
+    p = probe(network.config)
+    assert block_updates(wrapped, p, [0.5]).keys() == {"0", "1", "2", "3"}
+    assert branch_gaps(wrapped, p, [0.5], [(0.0, 0.5)])[0].sg["0/0.5"] > 0

@@ -21,6 +21,7 @@ from torch import nn
 from sparseguidance.checkpoints import atomic_write
 from sparseguidance.data import DataConfig, build_dataset, check_dataset
 from sparseguidance.errors import ConfigError
+from sparseguidance.models.prediction import unwrap
 from sparseguidance.sampling.seeds import sample_generators
 
 PROBE_STREAM = 100  # token-subset streams of the probe, apart from sampling's streams
@@ -33,8 +34,9 @@ def rms(x: torch.Tensor) -> float:
 
 def named_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The transformer blocks in order: `0`, `1`, … then the mask decoder's `dec0`, `dec1`, …"""
-    blocks = [(str(i), block) for i, block in enumerate(model.blocks)]
-    decoder = getattr(model, "decoder", None)
+    network = unwrap(model)[0]  # an ε or EDM network seen as a velocity model: its blocks are the network's
+    blocks = [(str(i), block) for i, block in enumerate(network.blocks)]
+    decoder = getattr(network, "decoder", None)
     return blocks + [(f"dec{i}", block) for i, block in enumerate(decoder.blocks)] if decoder is not None else blocks
 
 
@@ -209,8 +211,8 @@ def inspect_model(
 ) -> Inspection:
     """Block updates (dense and at the training γ, and of a dense reference model) and branch gaps over t."""
     config = model.config
-    if reference is not None and len(reference.blocks) != len(model.blocks):
-        raise ConfigError(f"the reference model has {len(reference.blocks)} blocks, this one {len(model.blocks)}")
+    if reference is not None and reference.config.depth != config.depth:
+        raise ConfigError(f"the reference model has {reference.config.depth} blocks, this one {config.depth}")
     sparse = config.sparsity != "dense" and config.train_gamma > 0
     return Inspection(
         sparsity=config.sparsity,
