@@ -86,12 +86,12 @@ def open_model(spec: str, routes: list[tuple[int, int]] | None, which: str) -> D
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the tables, and write the plot and JSON where asked."""
-    model = open_model(args.checkpoint, args.route, args.which)
-    sparse = model.config.sparsity != "dense"
-    pairs = args.pairs if args.pairs is not None else ([(0.0, 0.5), (0.5, 0.9), (0.0, 0.9)] if sparse else [])
     for t in [*args.times, *args.gap_times]:
         if not 0.0 <= t < 1.0:
             raise ConfigError(f"times must lie in [0, 1) (at t = 1 the input is the clean image), got {t}")
+    model = open_model(args.checkpoint, args.route, args.which)
+    sparse = model.config.sparsity != "dense"
+    pairs = args.pairs if args.pairs is not None else ([(0.0, 0.5), (0.5, 0.9), (0.0, 0.9)] if sparse else [])
     x, y = probe_data(args.data, model, args.num_images)
     weak = open_model(args.weak_checkpoint, None, args.which) if args.weak_checkpoint else None
     reference = open_model(args.reference, None, args.which) if args.reference else None
