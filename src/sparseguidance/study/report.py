@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FormatStrFormatter
 
 from sparseguidance.checkpoints import atomic_write
 from sparseguidance.guidance import GammaSchedule
@@ -251,8 +252,10 @@ def num(value: float | None, digits: int = 2) -> str:
 
 
 def pm(mean: float | None, std: float | None, digits: int = 2) -> str:
-    """`mean ± std`."""
-    return "—" if mean is None else f"{mean:.{digits}f} ± {num(std, digits)}"
+    """`mean ± std` (the mean alone without a std)."""
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def delta_text(row: dict[str, Any], name: str) -> str:
@@ -398,11 +401,19 @@ def wide(values: Iterable[float]) -> bool:
     return len(finite) > 0 and finite.min() > 0 and finite.max() >= WIDE * finite.min()
 
 
-def fid_axis(ax: Axes, values: Iterable[float], label: str = "FID") -> None:
+def log_axis(ax: Axes) -> None:
+    """Make the y axis logarithmic, its ticks plain numbers."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
+def fid_axis(ax: Axes, values: Iterable[float]) -> None:
     """Label an FID axis; logarithmic where the range is wide."""
-    ax.set_ylabel(label + (" (log scale)" if wide(values) else ""))
+    values = list(values)
+    ax.set_ylabel("FID (log scale)" if wide(values) else "FID")
     if wide(values):
-        ax.set_yscale("log")
+        log_axis(ax)
 
 
 def plot_heatmaps(
@@ -474,7 +485,7 @@ def plot_training(rows: list[dict[str, Any]], path: Path) -> None:
     for variant, label in VARIANT_LABELS.items():
         curve = sorted((r["step"], r["fid"]) for r in rows if r["variant"] == variant)
         ax.plot(*zip(*curve, strict=True), marker="o", color=COLOURS.get(variant, "gray"), label=label)
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.set(xlabel="training step of the routing run", ylabel="FID (log scale)", title="Along training (Fig. 5)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
