@@ -40,6 +40,7 @@ from sparseguidance.study.report import wide
 from sparseguidance.study.runner import Point, forwards_per_image, log_plan, training_points
 from sparseguidance.training.config import load_train_config
 from sparseguidance.training.runlog import read_log
+from sparseguidance.training.trainer import Trainer, train
 
 TINY = StudyPreset(
     steps=2,
@@ -350,3 +351,21 @@ def test_dense_finetuning_derives_from_the_shipped_recipe_trains_once_and_is_reu
 
     monkeypatch.setattr(finetune_module, "train", no_training)
     assert finetuned(config, tmp_path / "run") == weights
+
+
+def test_an_interrupted_finetuning_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    recipe = shipped_dir("mnist-routing") / "config.yaml"
+    start = shipped_file("mnist-routing", min(shipped_snapshots("mnist-routing")))
+    config = finetune_config(recipe, start, steps=2, device="cpu")
+    run = tmp_path / "run"
+    train(replace(config, train=replace(config.train, steps=1)), run, progress=False)  # stopped after step 1
+    (run / "model.safetensors").unlink()
+    steps: list[int] = []
+    original = Trainer.train_step
+
+    def counted(self: Trainer, *args: Any) -> dict[str, Any]:
+        steps.append(self.step)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "train_step", counted)
+    assert finetuned(config, run).is_file() and steps == [1]  # only the missing step was trained

@@ -50,7 +50,7 @@ class Cell:
     guidance: Guidance
     seed: int
     count: int
-    model: str = "final"  # the main weights: FINAL, a snapshot `step-N`, either + DENSE_FT (see CellSampler)
+    model: str = FINAL  # the main weights: FINAL, a snapshot `step-N`, either + DENSE_FT (see CellSampler)
 
 
 @dataclass(frozen=True, eq=False)

@@ -252,6 +252,16 @@ def distances(rows: tuple[Row, ...]) -> tuple[Distance, ...]:
     return tuple(found)
 
 
+def log_choices(selected: dict[tuple[str, str], Point | None], preset: StudyPreset) -> None:
+    """Log each row's chosen setting and its tuning FID, flagging an ω at the edge of its sweep."""
+    for (sparsity, name), point in selected.items():
+        if point is None:
+            logger.info("chosen: %s %s: none (no SG setting costs less per image than no guidance)", sparsity, name)
+            continue
+        note = " (ω at the edge of its sweep: widen it)" if at_edge(point.method, point.scale, preset) else ""
+        logger.info("chosen: %s %s: %s, FID %.2f%s", sparsity, name, point.method.setting(point.scale), point.fid, note)
+
+
 def report_rows(run: Runner, selected: dict[tuple[str, str], Point | None], preset: StudyPreset) -> tuple[Row, ...]:
     """Every chosen setting on the reported seed sets (a row whose choice found no setting is left out)."""
     rows = []
@@ -286,12 +296,7 @@ def run_study(preset: StudyPreset, cache: CellCache) -> StudyResults:
     start = time.perf_counter()
     tuning = tuple(run(m, s, TUNING_SEED, preset.tune_images) for t in templates for m, s in t.candidates(preset))
     selected = select(tuning, templates)
-    for (sparsity, name), point in selected.items():
-        if point is None:
-            logger.info("chosen: %s %s: no setting qualifies", sparsity, name)
-            continue
-        note = " (ω at the edge of its sweep: widen it)" if at_edge(point.method, point.scale, preset) else ""
-        logger.info("chosen: %s %s: %s, FID %.2f%s", sparsity, name, point.method.setting(point.scale), point.fid, note)
+    log_choices(selected, preset)
     rows = report_rows(run, selected, preset)
     training = training_rows(run, selected, points, preset)
     minutes = (time.perf_counter() - start) / 60
