@@ -26,7 +26,7 @@ from sparseguidance.study.presets import TUNING_SEED, Method, StudyPreset, metho
 logger = logging.getLogger("sparseguidance.study")
 
 FLOPS_ROW = ("routing", "sg_flops")  # Table 2's SG_FLOPS: the best SG setting cheaper than no guidance
-CPU_RATE = 250.0  # image-forwards/s of a whole study on 2 CPU cores, scoring included (v1 cpu run: 836k in 56 min)
+CPU_RATE = 240.0  # image-forwards/s of a whole study on 2 CPU cores, scoring included (v1 cpu run: 800k in 56 min)
 # Fig. 5 at each training point: variant -> (the reported row whose setting it uses, suffix of the model name)
 VARIANTS = {"sg": ("sg", ""), "cfg": ("cfg", ""), "dense-ft+cfg": ("cfg", DENSE_FT)}
 
