@@ -328,16 +328,16 @@ def tuning_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def heat_markdown(rows: list[dict[str, Any]], strong: Sequence[float], weak: Sequence[float]) -> str:
-    """One γ_strong × γ_weak FID table per model and ω."""
+    """One γ_strong × γ_weak FID table per model and ω; chosen settings in bold."""
     parts = []
     for sparsity in SPARSITIES:
         for scale in sorted({r["scale"] for r in rows if r["sparsity"] == sparsity}):
             fid = {
-                (r["gamma_strong"], r["gamma_weak"]): r["fid"]
+                (r["gamma_strong"], r["gamma_weak"]): f"**{num(r['fid'])}**" if r["chosen_for"] else num(r["fid"])
                 for r in rows
                 if (r["sparsity"], r["scale"]) == (sparsity, scale)
             }
-            lines = [(f"γ_strong {s:g}", *(num(fid.get((s, w))) for w in weak)) for s in strong]
+            lines = [(f"γ_strong {s:g}", *(fid.get((s, w), "—") for w in weak)) for s in strong]
             parts.append(f"**{sparsity}, ω {scale:g}**\n\n" + markdown(("", *(f"γ_weak {w:g}" for w in weak)), lines))
     return "\n".join(parts)
 
