@@ -26,8 +26,10 @@ from sparseguidance.guidance import GammaSchedule, Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.metrics import EvalConfig, Evaluator
 from sparseguidance.metrics.sources import ImageSet
-from sparseguidance.pretrained import SHIPPED_DIR, shipped_path, shipped_snapshots
+from sparseguidance.models import DiT
+from sparseguidance.pretrained import SHIPPED_DIR, shipped_dir, shipped_file, shipped_path, shipped_snapshots
 from sparseguidance.sampling import class_labels, generate
+from sparseguidance.study.finetune import finetune_config, finetuned, run_name
 from sparseguidance.study.presets import StudyPreset
 
 logger = logging.getLogger("sparseguidance.study")
@@ -36,6 +38,8 @@ CACHE_FORMAT = 1  # bump when what a cell file holds, or how its numbers are com
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, never seen in training
 METRICS = ("fid", "is", "pr", "acc")  # on the domain classifier's features (Inception is far too slow on a CPU)
 SHIPPED = {"routing": "mnist-routing", "masking": "mnist-masking"}  # sparsity -> shipped model
+FINAL = "final"  # a cell's model: the shipped run's final weights
+DENSE_FT = "+dense-ft"  # a model name's suffix: those weights after the study's dense fine-tuning (Fig. 5)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Cell:
     guidance: Guidance
     seed: int
     count: int
+    model: str = FINAL  # the main weights: FINAL, a snapshot `step-N`, either + DENSE_FT (see CellSampler)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,11 +65,14 @@ class CellResult:
 
 
 class CellSource(Protocol):
-    """Computes cells, and names everything besides the cell itself that decides their results."""
+    """Computes cells, names everything besides the cell itself that decides their results, and lists the routing
+    run's training points (cell model names → training step)."""
 
     def describe(self, cell: Cell) -> dict[str, Any]: ...
 
     def __call__(self, cell: Cell) -> CellResult: ...
+
+    def training_points(self) -> dict[str, int]: ...
 
 
 def plain(value: Any) -> Any:
@@ -149,40 +157,81 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def final_step(name: str) -> int:
+    """Training step of a shipped model's final weights (from its JSON; else its latest snapshot's)."""
+    metadata = json.loads(config_path(shipped_path(name)).read_text())
+    return int(metadata.get("step") or max(shipped_snapshots(name), default=0))
+
+
 def weak_snapshot(fraction: float, name: str = SHIPPED["routing"]) -> int:
     """Training step of the snapshot nearest `fraction` of the run (AutoGuidance's weak model); earlier on a tie."""
     snapshots = shipped_snapshots(name)
     if not snapshots:
         raise ConfigError(f"shipped model {name!r} kept no training snapshots: AutoGuidance needs one as weak model")
-    metadata = json.loads(config_path(shipped_path(name)).read_text())
-    final = metadata.get("step") or max(snapshots)
+    final = final_step(name)
     return min(snapshots, key=lambda step: (abs(step - fraction * final), step))
 
 
-class CellSampler:
-    """Samples cells with the shipped routing and masking models; scores them with one Evaluator (built once)."""
+def snapshot_model(step: int) -> str:
+    """The cell model name of a training snapshot."""
+    return f"step-{step}"
 
-    def __init__(self, preset: StudyPreset) -> None:
-        self.preset = preset
+
+def shipped_training_points(name: str = SHIPPED["routing"]) -> dict[str, int]:
+    """A shipped run's snapshots and its final weights, as cell model names → training step."""
+    return {snapshot_model(step): step for step in sorted(shipped_snapshots(name))} | {FINAL: final_step(name)}
+
+
+class CellSampler:
+    """Samples cells with the shipped models (and dense fine-tunings of the routing run's training points, trained
+    into `finetune_dir` when first needed); scores them with one Evaluator (built once)."""
+
+    def __init__(self, preset: StudyPreset, finetune_dir: Path) -> None:
+        self.preset, self.finetune_dir = preset, Path(finetune_dir)
         self.weak_step = weak_snapshot(preset.weak_fraction)
-        self.files = {
-            "routing": {
-                "main": shipped_path(SHIPPED["routing"]),
-                "weak": shipped_snapshots(SHIPPED["routing"])[self.weak_step],
-            },
-            "masking": {"main": shipped_path(SHIPPED["masking"])},
-        }
-        self.fingerprints = {s: {role: fingerprint(p) for role, p in roles.items()} for s, roles in self.files.items()}
-        self.models = {
-            s: {role: load_model(p, preset.device) for role, p in roles.items()} for s, roles in self.files.items()
-        }
+        self.weak_file = shipped_snapshots(SHIPPED["routing"])[self.weak_step]
+        self.fingerprints: dict[Path, str] = {}
+        self.models: dict[Path, DiT] = {}
         self.evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=METRICS, device=preset.device))
+
+    def fingerprint(self, path: Path) -> str:
+        """The content hash of a weights file (computed once)."""
+        if path not in self.fingerprints:
+            self.fingerprints[path] = fingerprint(path)
+        return self.fingerprints[path]
+
+    def model(self, path: Path) -> DiT:
+        """The model of a weights file (loaded once)."""
+        if path not in self.models:
+            self.models[path] = load_model(path, self.preset.device)
+        return self.models[path]
+
+    def main_file(self, sparsity: str, model: str) -> Path:
+        """The weights a cell model name stands for; a DENSE_FT name's are fine-tuned first if not yet done."""
+        name = SHIPPED[sparsity]
+        if model.endswith(DENSE_FT):
+            start = self.main_file(sparsity, model.removesuffix(DENSE_FT))
+            recipe = shipped_dir(name) / "config.yaml"
+            config = finetune_config(recipe, start, self.preset.finetune_steps, self.preset.device)
+            key = run_name(config, self.fingerprint(start))
+            return finetuned(config, self.finetune_dir / f"{sparsity}-{model}-{key}")
+        if model == FINAL:
+            return shipped_path(name)
+        return shipped_file(name, int(model.removeprefix("step-")))
+
+    def files(self, cell: Cell) -> dict[str, Path]:
+        """The weights files of a cell by role: main, and AutoGuidance's weak model where the guidance uses one."""
+        files = {"main": self.main_file(cell.sparsity, cell.model)}
+        return files | ({"weak": self.weak_file} if cell.guidance.uses_weak_model else {})
+
+    def training_points(self) -> dict[str, int]:
+        """The routing run's shipped snapshots and its final weights, as cell model names → training step."""
+        return shipped_training_points()
 
     def describe(self, cell: Cell) -> dict[str, Any]:
         """The weights (by content) the cell runs, steps, sampler, classes and the evaluator."""
-        roles = ("main", "weak") if cell.guidance.uses_weak_model else ("main",)
         return {
-            "models": {role: self.fingerprints[cell.sparsity][role] for role in roles},
+            "models": {role: self.fingerprint(path) for role, path in self.files(cell).items()},
             "steps": self.preset.steps,
             "sampler": self.preset.sampler,
             "classes": "all",
@@ -194,7 +243,7 @@ class CellSampler:
     def __call__(self, cell: Cell) -> CellResult:
         """Sample the cell's images (classes 0..9 in turn), then score them."""
         start = time.perf_counter()
-        models = self.models[cell.sparsity]
+        models = {role: self.model(path) for role, path in self.files(cell).items()}
         labels = class_labels("all", range(cell.count), models["main"].config.num_classes)
         samples = generate(
             cell.guidance,
@@ -210,14 +259,12 @@ class CellSampler:
         metrics = self.evaluator.score(features, labels.numpy())
         return CellResult(metrics, samples.cost.as_dict(), time.perf_counter() - start, images, features.pool)
 
+    def file_info(self, path: Path) -> dict[str, str]:
+        """A shipped weights file (relative to the shipped models' folder) and its fingerprint."""
+        return {"file": str(path.relative_to(SHIPPED_DIR)), "sha256_16": self.fingerprint(path)}
+
     def models_info(self) -> dict[str, Any]:
-        """Which shipped files the study sampled (with their fingerprints), and AutoGuidance's snapshot step."""
-        info = {
-            s: {
-                role: {"file": str(path.relative_to(SHIPPED_DIR)), "sha256_16": self.fingerprints[s][role]}
-                for role, path in roles.items()
-            }
-            for s, roles in self.files.items()
-        }
-        info["routing"]["weak"]["step"] = self.weak_step
+        """The shipped final weights the study sampled and AutoGuidance's snapshot, with fingerprints and its step."""
+        info: dict[str, Any] = {s: {"main": self.file_info(shipped_path(name))} for s, name in SHIPPED.items()}
+        info["routing"]["weak"] = self.file_info(self.weak_file) | {"step": self.weak_step}
         return info

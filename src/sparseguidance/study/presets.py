@@ -1,13 +1,14 @@
 """The sizes of `sparseguidance study` (quick, cpu, gpu) and the rows it reports.
 
 A preset holds every number that decides which images are sampled: steps, image counts, seed sets, the ω
-sweep that tunes every guided method, the heat-map grid and the SG settings. A cell's cache key is built from
-what the cell runs, so changing any of these values reruns exactly the cells it touches.
+sweeps, SG's γ grid (searched jointly with ω: the heat maps), and Fig. 5's training points and fine-tuning.
+A cell's cache key is built from what the cell runs, so changing any of these values reruns exactly the
+cells it touches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GammaSchedule, Guidance, as_schedule, make_guidance
@@ -15,7 +16,8 @@ from sparseguidance.sampling.sampler import INTEGRATORS
 from sparseguidance.sparsity import check_gamma
 
 SPARSITIES = ("routing", "masking")  # the two token-sparse families; each has its shipped model
-TUNING_SEED = 0  # the seed set that tunes scales and fills the heat maps; reported rows use seeds 1..K
+TUNING_SEED = 0  # the seed set that chooses every setting (ω, SG's γ pair); reported rows use seeds 1..K
+GRID_GUIDANCE = ("sg", "cfg+sg")  # γ pair and ω chosen jointly on the tuning seed set (Figs. 6/8 grid)
 SG_FID_PEAK = 0.6  # PAPER.md Table 2, SG_FID: auxiliary γ cosine 0.6 → 0, main model 0 → 0.6
 
 
@@ -41,26 +43,32 @@ class StudyPreset:
 
     steps: int = 20  # sampling steps of every cell
     sampler: str = "euler"  # a key of sampling.INTEGRATORS
-    tune_images: int = 200  # images per cell on the tuning seed set: ω sweeps, heat maps, the Pareto plot
-    final_images: int = 300  # images per seed set of a reported row
+    tune_images: int = 128  # images per cell on the tuning seed set: ω sweeps, the γ grid, the Pareto plot
+    final_images: int = 250  # images per seed set of a reported row
     final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
-    scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # the ω sweep, the same for every guided method
-    heat_scales: tuple[float, ...] = (1.5, 3.0)  # ω of the heat-map panels (values of `scales` share cells)
-    heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of the heat maps
+    scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # ω sweep of CFG, AG, ICG and AG+SG
+    sg_scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # ω sweep of SG, crossed with the γ grid
+    heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of SG's grid (the heat maps)
     heat_weak: tuple[float, ...] = (0.5, 0.75, 0.9)  # γ_weak axis (cells with γ_strong < γ_weak only)
-    routing_sg: tuple[float, float] = (0.5, 0.9)  # (γ_strong, γ_weak) of SG on the routing model (SG_FLOPS)
-    masking_sg: tuple[float, float] = (0.25, 0.5)  # the same on the masking model, which tolerates less (Fig. 8)
     weak_fraction: float = 0.2  # AutoGuidance's auxiliary: the routing snapshot nearest this fraction of training
+    snapshots: int = 2  # Fig. 5: this many of the routing run's shipped snapshots (spread evenly), and the final model
+    snapshot_seed_sets: int = 1  # Fig. 5: FID on the first this many reported seed sets
+    finetune_steps: int = 200  # Fig. 5: steps of the dense fine-tuning from each training point
     threads: int = 2  # torch threads (the command's --threads overrides)
     batch_size: int = 100  # images per forward batch (does not change the images)
     device: str = "cpu"  # torch device of the models and the feature extractor
 
     def __post_init__(self) -> None:
-        for name in ("steps", "tune_images", "final_images", "threads", "batch_size"):
+        for name in ("steps", "tune_images", "final_images", "threads", "batch_size", "finetune_steps"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
+        require(is_count(self.snapshots, 0), "snapshots must be a whole number ≥ 0", self.snapshots)
+        sets = self.snapshot_seed_sets
+        require(
+            is_count(sets, 1) and sets <= self.final_seed_sets, "snapshot_seed_sets must be 1..final_seed_sets", sets
+        )
         require(self.sampler in INTEGRATORS, f"sampler must be one of {', '.join(INTEGRATORS)}", self.sampler)
-        for name in ("scales", "heat_scales", "heat_strong", "heat_weak", "routing_sg", "masking_sg"):
+        for name in ("scales", "sg_scales", "heat_strong", "heat_weak"):
             values = getattr(self, name)
             require(isinstance(values, tuple) and len(values) > 0, f"{name} must be a non-empty list", values)
             if name.endswith("scales"):
@@ -68,16 +76,13 @@ class StudyPreset:
             else:
                 for value in values:
                     check_gamma(value, f"study preset: {name}")
-        for name in ("routing_sg", "masking_sg"):
-            pair = getattr(self, name)
-            require(len(pair) == 2 and pair[0] < pair[1], f"{name} must be [γ_strong, γ_weak], γ_strong < γ_weak", pair)
-        require(bool(self.heat_pairs), "the heat-map grid needs a cell with γ_strong < γ_weak", self.heat_strong)
+        require(bool(self.heat_pairs), "the γ grid needs a cell with γ_strong < γ_weak", self.heat_strong)
         fraction = self.weak_fraction
         require(is_number(fraction) and 0 <= fraction <= 1, "weak_fraction must lie in [0, 1]", fraction)
 
     @property
     def heat_pairs(self) -> list[tuple[float, float]]:
-        """The heat maps' (γ_strong, γ_weak) cells: the grid's pairs with γ_strong < γ_weak."""
+        """SG's (γ_strong, γ_weak) grid: the pairs of heat_strong × heat_weak with γ_strong < γ_weak."""
         return [(s, w) for s in self.heat_strong for w in self.heat_weak if s < w]
 
     @property
@@ -94,24 +99,29 @@ PRESETS: dict[str, StudyPreset] = {
         final_images=12,
         final_seed_sets=2,
         scales=(1.5, 2.0),
-        heat_scales=(2.0,),
+        sg_scales=(2.0, 8.0),
         heat_strong=(0.0, 0.5),
-        heat_weak=(0.5, 0.9),
+        heat_weak=(0.9,),
+        snapshots=1,
+        finetune_steps=1,
         threads=1,
         batch_size=64,
     ),
-    # fits about an hour on 2 CPU cores with the shipped 64-token MNIST models (see the study log for timings)
+    # sized by the study's plan to well under 2 hours on 2 CPU cores with the shipped 64-token MNIST models
     "cpu": StudyPreset(),
-    # a larger run for one GPU: the paper's 40 steps, its four ω of Figs. 6/8, thousands of images per cell
+    # a larger run for one GPU: the paper's 40 steps and 7 × 7 γ grid, thousands of images per cell
     "gpu": StudyPreset(
         steps=40,
         tune_images=1000,
         final_images=2000,
         final_seed_sets=3,
         scales=(1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
-        heat_scales=(1.3, 1.5, 1.7, 1.9),
+        sg_scales=(1.3, 1.5, 1.7, 1.9, 2.5, 3.0, 4.0, 6.0, 8.0),
         heat_strong=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
         heat_weak=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        snapshots=8,
+        snapshot_seed_sets=3,
+        finetune_steps=1000,
         batch_size=500,
         device="cuda",
     ),
@@ -127,7 +137,8 @@ def get_preset(name: str) -> StudyPreset:
 
 @dataclass(frozen=True)
 class Method:
-    """A reported row: a guidance method on the routing or masking model, its ω tuned by the preset's sweep."""
+    """A guidance method on the routing or masking model. As a reported row's template, SG and CFG+SG leave their
+    γ pair open: it is chosen with ω on the tuning seed set, over the γ grid × `sg_scales`."""
 
     sparsity: str  # "routing" | "masking"
     guidance: str  # a guidance.make_guidance name
@@ -137,6 +148,16 @@ class Method:
     def at(self, scale: float) -> Guidance:
         """The guidance at ω = `scale`."""
         return make_guidance(self.guidance, scale, self.gamma_strong, self.gamma_weak)
+
+    @property
+    def on_grid(self) -> bool:
+        """Whether the method's γ pair is chosen on the γ grid (SG, CFG+SG) rather than fixed (AG+SG's schedules)."""
+        return self.guidance in GRID_GUIDANCE
+
+    @property
+    def template(self) -> Method:
+        """The reported row this setting is a candidate of: a grid method without its γ pair, any other as is."""
+        return replace(self, gamma_strong=None, gamma_weak=None) if self.on_grid else self
 
     @property
     def gammas(self) -> str:
@@ -151,7 +172,16 @@ class Method:
 
     def sweep(self, preset: StudyPreset) -> tuple[float, ...]:
         """The ω values tried on the tuning seed set (one, ω = 1, for no guidance)."""
-        return (1.0,) if self.guidance == "none" else preset.scales
+        if self.guidance == "none":
+            return (1.0,)
+        return preset.sg_scales if self.on_grid else preset.scales
+
+    def candidates(self, preset: StudyPreset) -> list[tuple[Method, float]]:
+        """The (setting, ω) cells tried on the tuning seed set: a grid method at every γ pair and ω of its sweep."""
+        settings = (
+            [replace(self, gamma_strong=s, gamma_weak=w) for s, w in preset.heat_pairs] if self.on_grid else [self]
+        )
+        return [(setting, scale) for setting in settings for scale in self.sweep(preset)]
 
 
 def describe_gamma(value: float | GammaSchedule) -> str:
@@ -160,8 +190,9 @@ def describe_gamma(value: float | GammaSchedule) -> str:
     return f"{schedule.start:g}" if schedule.is_constant else f"{schedule.start:g}→{schedule.end:g} {schedule.kind}"
 
 
-def methods(preset: StudyPreset) -> list[Method]:
-    """Every reported row: Table 2's methods on the routing model, then none / CFG / SG on the masking model."""
+def methods() -> list[Method]:
+    """Every reported row's template: Table 2's methods on the routing model, then none / CFG / SG on the masking
+    model."""
     rising = GammaSchedule(0.0, SG_FID_PEAK, "cosine")
     falling = GammaSchedule(SG_FID_PEAK, 0.0, "cosine")
     return [
@@ -169,9 +200,9 @@ def methods(preset: StudyPreset) -> list[Method]:
         Method("routing", "cfg"),
         Method("routing", "ag"),
         Method("routing", "icg"),
-        Method("routing", "sg", *preset.routing_sg),
+        Method("routing", "sg"),
         Method("routing", "ag+sg", rising, falling),
         Method("masking", "none"),
         Method("masking", "cfg"),
-        Method("masking", "sg", *preset.masking_sg),
+        Method("masking", "sg"),
     ]

@@ -13,27 +13,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FormatStrFormatter
 
 from sparseguidance.checkpoints import atomic_write
 from sparseguidance.guidance import GammaSchedule
 from sparseguidance.provenance import write_json
 from sparseguidance.study.cells import REFERENCE, describe_guidance
+from sparseguidance.study.finetune import LR_FACTOR
 from sparseguidance.study.presets import SPARSITIES, TUNING_SEED
 from sparseguidance.study.runner import Point, Row, StudyResults, at_edge
 
 TABLE1_GUIDANCE = ("none", "cfg", "sg")  # per sparsity; the paper's Table 1 compares the last two
-TABLE2_NAMES = {  # guidance on the routing model -> (summary key, label as in PAPER.md Table 2)
+TABLE2_NAMES = {  # row on the routing model -> (summary key, label as in PAPER.md Table 2)
     "none": ("none", "no guidance"),
     "cfg": ("cfg", "+ CFG"),
     "ag": ("ag", "+ AutoGuidance"),
     "icg": ("icg", "+ ICG"),
-    "sg": ("sg_flops", "+ SG_FLOPS (same checkpoint)"),
+    "sg_flops": ("sg_flops", "+ SG_FLOPS (same checkpoint)"),
+    "sg": ("sg", "+ SG (best FID, same checkpoint)"),
     "ag+sg": ("sg_fid", "+ SG_FID (AG + SG, cosine γ)"),
 }
+NO_FLOPS = "no SG setting on the grid costs less per image than no guidance"
+WIDE = 5.0  # an FID axis or colour scale turns logarithmic when its largest value is this many times its smallest
+HEAT_ACROSS = 3  # heat-map panels (one per ω) side by side
+VARIANT_LABELS = {"sg": "SG", "cfg": "CFG", "dense-ft+cfg": "dense fine-tune + CFG"}
 CONVENTION = "paper convention: linear layers, one FLOP per multiply-add, attention matmuls not counted"
 COLOURS = {"none": "black", "cfg": "tab:blue", "ag": "tab:purple", "icg": "tab:brown", "sg": "tab:orange"}
-COLOURS["ag+sg"] = "tab:red"
+COLOURS |= {"ag+sg": "tab:red", "sg_flops": "tab:olive", "dense-ft+cfg": "tab:green"}
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -105,15 +115,24 @@ def paired_delta(row: Row, base: Row, name: str) -> dict[str, Any]:
     }
 
 
-def rows_by_method(results: StudyResults) -> dict[tuple[str, str], Row]:
-    """Reported rows by (sparsity, guidance)."""
-    return {(r.method.sparsity, r.method.guidance): r for r in results.rows}
+def rows_by_name(results: StudyResults) -> dict[tuple[str, str], Row]:
+    """Reported rows by (sparsity, row name)."""
+    return {(r.method.sparsity, r.name): r for r in results.rows}
+
+
+def chosen_for(results: StudyResults) -> dict[Point, list[str]]:
+    """The tuning points some row chose, with the names of those rows."""
+    found: dict[Point, list[str]] = {}
+    for (_, name), point in results.selected.items():
+        if point is not None:
+            found.setdefault(point, []).append(name)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- tables
 def table1(results: StudyResults) -> list[dict[str, Any]]:
-    """Table 1 analogue: none, CFG and SG on the routing and the masking model, with SG − CFG paired."""
-    rows, steps = rows_by_method(results), results.preset.steps
+    """Table 1 analogue: none, CFG and SG (best FID) on the routing and the masking model, with SG − CFG paired."""
+    rows, steps = rows_by_name(results), results.preset.steps
     table = []
     for sparsity in SPARSITIES:
         cfg = rows[(sparsity, "cfg")]
@@ -127,19 +146,23 @@ def table1(results: StudyResults) -> list[dict[str, Any]]:
 
 
 def table2(results: StudyResults) -> list[dict[str, Any]]:
-    """Table 2 analogue: every method on the routing model, Δ FID and Δ GFLOPs per step against no guidance."""
-    rows, steps = rows_by_method(results), results.preset.steps
+    """Table 2 analogue: every method on the routing model, Δ FID and Δ GFLOPs per step against no guidance; an
+    SG_FLOPS line without numbers (and a note) when no SG setting was cheaper than no guidance."""
+    rows, steps = rows_by_name(results), results.preset.steps
     none = rows[("routing", "none")]
     base_cost = row_numbers(none, steps)["gflops_per_step"]
     table = []
-    for guidance, (key, label) in TABLE2_NAMES.items():
-        row = rows[("routing", guidance)]
+    for name, (key, label) in TABLE2_NAMES.items():
+        row = rows.get(("routing", name))
+        if row is None:
+            table.append({"method": key, "label": label, "guidance": "sg", "fid": None, "note": NO_FLOPS})
+            continue
         numbers = row_numbers(row, steps)
         table.append(
             {
                 "method": key,
                 "label": label,
-                "guidance": guidance,
+                "guidance": row.method.guidance,
                 **numbers,
                 **paired_delta(row, none, "delta_fid"),
                 "delta_gflops_per_step": numbers["gflops_per_step"] - base_cost,
@@ -149,29 +172,30 @@ def table2(results: StudyResults) -> list[dict[str, Any]]:
 
 
 def tuning_table(results: StudyResults) -> list[dict[str, Any]]:
-    """Every ω tried on the tuning seed set, the chosen one marked."""
+    """Every setting tried on the tuning seed set, with the rows that chose it and whether its ω is a sweep's edge."""
+    chosen = chosen_for(results)
     return [
         {
             **point_numbers(p),
-            "selected": results.selected[p.method] == p.scale,
+            "chosen_for": chosen.get(p, []),
             "at_edge": at_edge(p.method, p.scale, results.preset),
         }
         for p in results.tuning
     ]
 
 
-def heat_table(results: StudyResults) -> list[dict[str, Any]]:
-    """The heat maps' cells: SG's FID at each (ω, γ_strong, γ_weak), on the tuning seed set."""
-    return [point_numbers(p) for p in results.heat]
+def heat_table(tuning: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The heat maps' cells: SG's lines of the tuning table, FID at each (ω, γ_strong, γ_weak) of the grid."""
+    return [r for r in tuning if r["guidance"] == "sg"]
 
 
 def diversity_table(results: StudyResults) -> list[dict[str, Any]]:
     """Distances of guided samples to the unguided conditional samples of the same noise (mean ± std over seeds)."""
     return [
         {
-            "sparsity": d.method.sparsity,
-            "guidance": d.method.guidance,
-            "setting": d.method.setting(d.scale),
+            "sparsity": d.row.method.sparsity,
+            "guidance": d.row.name,
+            "setting": d.row.method.setting(d.row.scale),
             "pixel_rms": float(np.mean(d.pixel)),
             "pixel_rms_std": float(np.std(d.pixel, ddof=1)),
             "feature_l2": float(np.mean(d.feature)),
@@ -182,18 +206,37 @@ def diversity_table(results: StudyResults) -> list[dict[str, Any]]:
 
 
 def pareto_table(results: StudyResults) -> list[dict[str, Any]]:
-    """Every distinct setting on the tuning seed set (sweeps and heat maps) with cost, FID and front membership."""
+    """Every distinct setting on the tuning seed set with cost, FID, front membership and whether a row chose it."""
     points: dict[str, Point] = {}
-    for p in (*results.tuning, *results.heat):
+    for p in results.tuning:
         points.setdefault(json.dumps([p.method.sparsity, describe_guidance(p.cell.guidance)]), p)
+    chosen = chosen_for(results)
     table = []
     for sparsity in SPARSITIES:
         mine = [p for p in points.values() if p.method.sparsity == sparsity]
         front = set(pareto_front([(p.gflops_per_image, p.fid) for p in mine]))
         for i, p in enumerate(mine):
-            selected = results.selected.get(p.method) == p.scale
-            table.append({**point_numbers(p), "on_front": i in front, "selected": selected})
+            table.append({**point_numbers(p), "on_front": i in front, "selected": p in chosen})
     return table
+
+
+def training_table(results: StudyResults) -> list[dict[str, Any]]:
+    """Fig. 5: FID of SG, CFG and dense fine-tune + CFG at each training point of the routing run."""
+    return [
+        {
+            "step": t.step,
+            "variant": t.variant,
+            "model": t.row.points[0].cell.model,
+            "setting": t.row.method.setting(t.row.scale),
+            "fid": t.row.mean("fid"),
+            "fid_std": t.row.std("fid") if len(t.row.points) > 1 else None,
+            "fid_per_seed": t.row.values("fid").tolist(),
+            "gflops_per_image": t.row.points[0].gflops_per_image,
+            "images_per_seed": t.row.points[0].cell.count,
+            "seeds": [p.cell.seed for p in t.row.points],
+        }
+        for t in results.training
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -209,8 +252,10 @@ def num(value: float | None, digits: int = 2) -> str:
 
 
 def pm(mean: float | None, std: float | None, digits: int = 2) -> str:
-    """`mean ± std`."""
-    return "—" if mean is None else f"{mean:.{digits}f} ± {num(std, digits)}"
+    """`mean ± std` (the mean alone without a std)."""
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
 def delta_text(row: dict[str, Any], name: str) -> str:
@@ -241,10 +286,12 @@ def table1_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def table2_markdown(rows: list[dict[str, Any]]) -> str:
-    """Table 2 as Markdown."""
+    """Table 2 as Markdown (a row without numbers carries its note)."""
     header = ("method", "setting", "FID", "Δ FID", "GFLOPs/step", "Δ GFLOPs/step", "Precision", "Recall")
     lines = [
-        (
+        (r["label"], r["note"], *("—",) * 6)
+        if r["fid"] is None
+        else (
             r["label"],
             r["setting"] or "—",
             pm(r["fid"], r["fid_std"]),
@@ -260,34 +307,53 @@ def table2_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def tuning_markdown(rows: list[dict[str, Any]]) -> str:
-    """FID on the tuning seed set for each method and ω; the chosen ω in bold (no guidance has one ω, 1)."""
-    scales = sorted({r["scale"] for r in rows})
-    groups: dict[tuple[str, str], dict[float, dict[str, Any]]] = {}
+    """FID on the tuning seed set over ω for each chosen setting (SG: its γ pair; the whole grid is in heatmaps.md),
+    the chosen ω in bold, and the rows that chose it."""
+    groups: dict[tuple[str, str, str], dict[float, dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["sparsity"], r["guidance"]), {})[r["scale"]] = r
+        groups.setdefault((r["sparsity"], r["guidance"], r["gammas"]), {})[r["scale"]] = r
+    chosen = [(key, r) for key, by_scale in groups.items() for r in by_scale.values() if r["chosen_for"]]
+    scales = sorted({s for key, _ in chosen for s in groups[key]})
     lines = []
-    for (sparsity, guidance), by_scale in groups.items():
-        fids = [by_scale[s]["fid"] if s in by_scale else None for s in scales]
-        chosen = next(r for r in by_scale.values() if r["selected"])
-        cells = [f"**{num(f)}**" if s == chosen["scale"] else num(f) for s, f in zip(scales, fids, strict=True)]
-        edge = " (edge of the sweep)" if chosen["at_edge"] else ""
-        lines.append((sparsity, guidance, chosen["gammas"] or "—", *cells, f"{chosen['scale']:g}{edge}"))
-    return markdown(("model", "guidance", "γ", *(f"ω {s:g}" for s in scales), "chosen ω"), lines)
+    for (sparsity, guidance, gammas), pick in chosen:
+        by_scale = groups[(sparsity, guidance, gammas)]
+        fids = [num(by_scale[s]["fid"]) if s in by_scale else "—" for s in scales]
+        cells = [f"**{f}**" if s == pick["scale"] else f for s, f in zip(scales, fids, strict=True)]
+        edge = " (edge of the sweep)" if pick["at_edge"] else ""
+        lines.append(
+            (sparsity, guidance, gammas or "—", *cells, f"{pick['scale']:g}{edge}", ", ".join(pick["chosen_for"]))
+        )
+    header = ("model", "guidance", "γ", *(f"ω {s:g}" for s in scales), "chosen ω", "row")
+    return markdown(header, lines)
 
 
 def heat_markdown(rows: list[dict[str, Any]], strong: Sequence[float], weak: Sequence[float]) -> str:
-    """One γ_strong × γ_weak FID table per model and ω."""
+    """One γ_strong × γ_weak FID table per model and ω; chosen settings in bold."""
     parts = []
     for sparsity in SPARSITIES:
         for scale in sorted({r["scale"] for r in rows if r["sparsity"] == sparsity}):
             fid = {
-                (r["gamma_strong"], r["gamma_weak"]): r["fid"]
+                (r["gamma_strong"], r["gamma_weak"]): f"**{num(r['fid'])}**" if r["chosen_for"] else num(r["fid"])
                 for r in rows
                 if (r["sparsity"], r["scale"]) == (sparsity, scale)
             }
-            lines = [(f"γ_strong {s:g}", *(num(fid.get((s, w))) for w in weak)) for s in strong]
+            lines = [(f"γ_strong {s:g}", *(fid.get((s, w), "—") for w in weak)) for s in strong]
             parts.append(f"**{sparsity}, ω {scale:g}**\n\n" + markdown(("", *(f"γ_weak {w:g}" for w in weak)), lines))
     return "\n".join(parts)
+
+
+def training_markdown(rows: list[dict[str, Any]], finetune_steps: int) -> str:
+    """Fig. 5 as a table: FID of each variant (columns) at each training step (lines), and how they were run."""
+    fid = {(r["step"], r["variant"]): pm(r["fid"], r["fid_std"]) for r in rows}
+    steps = sorted({r["step"] for r in rows})
+    lines = [(f"{step:,}", *(fid.get((step, v), "—") for v in VARIANT_LABELS)) for step in steps]
+    settings = {r["variant"]: r["setting"] for r in rows}
+    note = ", ".join(f"{VARIANT_LABELS[v]} {settings[v]}" for v in VARIANT_LABELS if v in settings)
+    how = (
+        f"\nSettings, chosen on the final model: {note}. Dense fine-tune: {finetune_steps} steps from each training "
+        f"point with every step dense (γ 0), at {LR_FACTOR:g} × the run's learning rate.\n"
+    )
+    return markdown(("training step", *VARIANT_LABELS.values()), lines) + how
 
 
 def diversity_markdown(rows: list[dict[str, Any]]) -> str:
@@ -314,7 +380,9 @@ def footer(summary: dict[str, Any]) -> str:
         f"(1,000 digits). Reported rows: mean ± std over {preset['final_seed_sets']} seed sets of "
         f"{preset['final_images']} images (seeds {summary['seeds']['final']}). Δ: paired by seed set, negative = "
         "lower FID than the baseline, * where it exceeds both rows' seed-to-seed std. "
-        f"ω tuned on seed set {TUNING_SEED} ({preset['tune_images']} images). "
+        f"Settings chosen on seed set {TUNING_SEED} ({preset['tune_images']} images per cell): each method's ω; SG's "
+        "(γ_strong, γ_weak, ω) jointly over the γ grid × its ω sweep; SG_FLOPS: the best SG setting that costs "
+        "less per image than no guidance. "
         f"{preset['steps']} {preset['sampler']} steps. GFLOPs: {CONVENTION}.\n\n"
         f"`{summary['command']}`: {summary['machine']}, torch {summary['torch']}, {summary['threads']} thread(s), "
         f"commit {summary['commit']}, {summary['minutes']:.1f} min.\n"
@@ -327,38 +395,100 @@ def save_figure(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
+def wide(values: Iterable[float]) -> bool:
+    """Whether FIDs span a wide range (largest ≥ WIDE × smallest, all positive): then they are drawn on a log scale."""
+    finite = np.array([v for v in values if math.isfinite(v)])
+    return len(finite) > 0 and finite.min() > 0 and finite.max() >= WIDE * finite.min()
+
+
+def log_axis(ax: Axes) -> None:
+    """Make the y axis logarithmic, its ticks plain numbers."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+
+
+def fid_axis(ax: Axes, values: Iterable[float]) -> None:
+    """Label an FID axis; logarithmic where the range is wide."""
+    values = list(values)
+    ax.set_ylabel("FID (log scale)" if wide(values) else "FID")
+    if wide(values):
+        log_axis(ax)
+
+
 def plot_heatmaps(
     rows: list[dict[str, Any]], sparsity: str, strong: Sequence[float], weak: Sequence[float], path: Path
 ) -> None:
-    """FID over (γ_strong, γ_weak), one panel per ω, one colour scale (Figs. 6/8 analogue)."""
+    """FID over (γ_strong, γ_weak), one panel per ω (three to a line), one colour scale, logarithmic where the range
+    is wide (Figs. 6/8 analogue); the chosen settings' cells are framed."""
     mine = [r for r in rows if r["sparsity"] == sparsity]
     scales = sorted({r["scale"] for r in mine})
     grids = {s: np.full((len(strong), len(weak)), np.nan) for s in scales}
     for r in mine:
         grids[r["scale"]][strong.index(r["gamma_strong"]), weak.index(r["gamma_weak"])] = r["fid"]
     values = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
-    fig = Figure(figsize=(3.4 * len(scales) + 1, 3.4), dpi=110, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(scales)))
-    for ax, scale in zip(axes, scales, strict=True):
-        image = ax.imshow(grids[scale], cmap="viridis", vmin=values.min(), vmax=values.max(), origin="lower")
+    norm = (LogNorm if wide(values) else Normalize)(vmin=values.min(), vmax=values.max())
+    lines, across = math.ceil(len(scales) / HEAT_ACROSS), min(len(scales), HEAT_ACROSS)
+    fig = Figure(figsize=(3.4 * across + 1, 3.4 * lines), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(lines, across)).ravel()
+    for ax in axes[len(scales) :]:
+        ax.set_axis_off()
+    for ax, scale in zip(axes, scales, strict=False):
+        image = ax.imshow(grids[scale], cmap="viridis", norm=norm, origin="lower")
         for (i, j), fid in np.ndenumerate(grids[scale]):
             if np.isfinite(fid):  # dark text on the bright (high-FID) end of viridis; the panel's best in bold
-                bright = (fid - values.min()) > 0.6 * (values.max() - values.min())
                 weight = "bold" if fid == np.nanmin(grids[scale]) else "normal"
-                ax.text(
-                    j,
-                    i,
-                    f"{fid:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="black" if bright else "white",
-                    weight=weight,
-                )
+                colour = "black" if norm(fid) > 0.6 else "white"
+                ax.text(j, i, f"{fid:.1f}", ha="center", va="center", fontsize=8, color=colour, weight=weight)
+        for r in mine:
+            if r["scale"] == scale and r["chosen_for"]:
+                xy = (weak.index(r["gamma_weak"]) - 0.5, strong.index(r["gamma_strong"]) - 0.5)
+                ax.add_patch(Rectangle(xy, 1, 1, fill=False, edgecolor="red", linewidth=2))
         ax.set(xticks=range(len(weak)), xticklabels=[f"{w:g}" for w in weak], yticks=range(len(strong)))
         ax.set(yticklabels=[f"{s:g}" for s in strong], xlabel="γ_weak", ylabel="γ_strong", title=f"ω = {scale:g}")
-    fig.colorbar(image, ax=list(axes), label="FID (lower is better)")
-    fig.suptitle(f"SG on the {sparsity} model: FID@{mine[0]['images']} (tuning seed set)")
+    scale_note = ", log scale" if isinstance(norm, LogNorm) else ""
+    fig.colorbar(image, ax=list(axes), label=f"FID (lower is better{scale_note})")
+    fig.suptitle(f"SG on the {sparsity} model: FID@{mine[0]['images']} (tuning seed set; framed: chosen settings)")
+    save_figure(fig, path)
+
+
+def plot_tuning(rows: list[dict[str, Any]], path: Path) -> None:
+    """FID against ω on the tuning seed set for each chosen setting's sweep (SG: at its chosen γ pair)."""
+    fig = Figure(figsize=(11, 4.5), dpi=110, layout="constrained")
+    for ax, sparsity in zip(fig.subplots(1, len(SPARSITIES)), SPARSITIES, strict=True):
+        mine = [r for r in rows if r["sparsity"] == sparsity and r["guidance"] != "none"]
+        for pick in (r for r in mine if r["chosen_for"]):
+            curve = sorted(
+                (r["scale"], r["fid"])
+                for r in mine
+                if (r["guidance"], r["gammas"]) == (pick["guidance"], pick["gammas"])
+            )
+            colour = COLOURS.get(pick["chosen_for"][0], "gray")
+            label = f"{', '.join(pick['chosen_for'])}" + (f" (γ {pick['gammas']})" if pick["gammas"] else "")
+            ax.plot(*zip(*curve, strict=True), marker="o", color=colour, label=label)
+            ax.scatter([pick["scale"]], [pick["fid"]], s=90, facecolors="none", edgecolors="black")
+        for r in rows:
+            if r["sparsity"] == sparsity and r["guidance"] == "none":
+                ax.axhline(r["fid"], color="black", linestyle="--", linewidth=1, label="no guidance")
+        fid_axis(ax, [r["fid"] for r in rows if r["sparsity"] == sparsity])
+        ax.set(xlabel="ω", title=f"{sparsity} model")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Tuning seed set: FID against ω of each chosen setting (circled: chosen ω)")
+    save_figure(fig, path)
+
+
+def plot_training(rows: list[dict[str, Any]], path: Path) -> None:
+    """Fig. 5 analogue: FID (log scale) against the training step of SG, CFG and dense fine-tune + CFG."""
+    fig = Figure(figsize=(6, 4.5), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    for variant, label in VARIANT_LABELS.items():
+        curve = sorted((r["step"], r["fid"]) for r in rows if r["variant"] == variant)
+        ax.plot(*zip(*curve, strict=True), marker="o", color=COLOURS.get(variant, "gray"), label=label)
+    log_axis(ax)
+    ax.set(xlabel="training step of the routing run", ylabel="FID (log scale)", title="Along training (Fig. 5)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     save_figure(fig, path)
 
 
@@ -381,10 +511,11 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> None:
             )
         front = sorted((r["gflops_per_image"], r["fid"]) for r in mine if r["on_front"])
         ax.step(*zip(*front, strict=True), where="post", color="black", linewidth=1, label="Pareto front")
-        ax.set(xlabel="GFLOPs per image (paper convention)", ylabel="FID", title=f"{sparsity} model")
+        ax.set(xlabel="GFLOPs per image (paper convention)", title=f"{sparsity} model")
+        fid_axis(ax, [r["fid"] for r in mine])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Quality against compute, every setting on the tuning seed set (circled: tuned ω)")
+    fig.suptitle("Quality against compute, every setting on the tuning seed set (circled: chosen settings)")
     save_figure(fig, path)
 
 
@@ -404,7 +535,7 @@ def plot_diversity(results: StudyResults, rows: list[dict[str, Any]], path: Path
         ax.bar(names, [r[key] for r in rows], yerr=[r[f"{key}_std"] for r in rows], color=colours, capsize=3)
         ax.set(ylabel=f"{label} to unguided", title=f"{label} to the unguided sample of the same noise")
         ax.tick_params(axis="x", labelsize=7)
-    by_method = rows_by_method(results)
+    by_method = rows_by_name(results)
     for col, sparsity in enumerate(SPARSITIES):
         ax = fig.add_subplot(grid[1, col])
         strips = [by_method[(sparsity, g)].points[0].result.images[:count] for g in TABLE1_GUIDANCE]
@@ -430,10 +561,11 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
             "fid_std_max": float(max(r.std("fid") for r in results.rows)),
         },
         "tuning": tuning_table(results),
-        "heatmaps": heat_table(results),
         "pareto": pareto_table(results),
         "diversity": diversity_table(results),
+        "fig5": training_table(results),
     }
+    summary["heatmaps"] = heat_table(summary["tuning"])
     write_json(out / "summary.json", summary)
     note = footer(summary)
     texts = {
@@ -442,6 +574,7 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
         "tuning.md": tuning_markdown(summary["tuning"]),
         "heatmaps.md": heat_markdown(summary["heatmaps"], preset.heat_strong, preset.heat_weak),
         "diversity.md": diversity_markdown(summary["diversity"]),
+        "fig5.md": training_markdown(summary["fig5"], preset.finetune_steps),
     }
     for name, text in texts.items():
         atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text + note))
@@ -449,6 +582,8 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
         plot_heatmaps(
             summary["heatmaps"], sparsity, preset.heat_strong, preset.heat_weak, out / f"heatmaps-{sparsity}.png"
         )
+    plot_tuning(summary["tuning"], out / "tuning.png")
     plot_pareto(summary["pareto"], out / "pareto.png")
+    plot_training(summary["fig5"], out / "fig5.png")
     plot_diversity(results, summary["diversity"], out / "diversity.png")
     return summary
