@@ -101,6 +101,7 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
         "commit": "c",
         "command": "sparseguidance study",
         "minutes": 1.0,
+        "evaluation": {"conventions": {"is": "chunks-5000", "pr": "float32"}, "label_classes": 10},
     }
     summary = write_report(results, tmp_path, {**meta, "settings": to_dict(TINY)})
     assert [(r["sparsity"], r["guidance"]) for r in summary["table1"]] == [
@@ -111,6 +112,11 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
     assert cfg["delta_fid"] == pytest.approx(cfg["fid"] - summary["table2"][0]["fid"])
     assert cfg["gflops_per_step"] == pytest.approx(2 * summary["table2"][0]["gflops_per_step"])  # two forwards
     assert json.loads((tmp_path / "summary.json").read_text())["table2"] == summary["table2"]
+    # IS of 3 images per seed set over 10 classes means little: marked, with the reason under Table 1
+    assert all("IS over a part of 3 samples" in r["is_warning"] for r in summary["table1"])
+    table = (tmp_path / "table1.md").read_text()
+    assert "| 1.00 † |" in table and "\n† IS over a part of 3 samples" in table
+    assert "IS in chunks-5000 (1 part of 3 per seed set) over the classifier's 10 classes" in table
     for name in ("table1.md", "table2.md", "tuning.md", "heatmaps.md", "diversity.md", "pareto.png", "diversity.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "heatmaps-routing.png").is_file() and (tmp_path / "heatmaps-masking.png").is_file()
@@ -201,6 +207,8 @@ def test_quick_preset_runs_end_to_end_and_resumes_from_its_cache(tmp_path, monke
     assert len(summary["table1"]) == 6 and len(summary["table2"]) == 6
     for row in summary["table1"]:
         assert {"sparsity", "guidance", "fid", "fid_std", "precision", "recall", "is", "accuracy"} <= set(row)
+    conventions = {"fid": "adm", "is": "chunks-5000", "pr": "float32", "acc": "argmax"}
+    assert summary["evaluation"]["conventions"] == conventions and summary["evaluation"]["label_classes"] == 10
     # the cost column comes from the sampler's count of forwards; it must agree with the analytic FLOPs
     sg = next(r for r in summary["table2"] if r["method"] == "sg_flops")
     guidance = make_guidance("sg", sg["scale"], sg["gamma_strong"], sg["gamma_weak"])

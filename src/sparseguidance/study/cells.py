@@ -179,16 +179,25 @@ class CellSampler:
         self.evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=METRICS, device=preset.device))
 
     def describe(self, cell: Cell) -> dict[str, Any]:
-        """The weights (by content) the cell runs, steps, sampler, classes and the evaluator."""
+        """The weights (by content) the cell runs, steps, sampler, classes and the evaluation."""
         roles = ("main", "weak") if cell.guidance.uses_weak_model else ("main",)
         return {
             "models": {role: self.fingerprints[cell.sparsity][role] for role in roles},
             "steps": self.preset.steps,
             "sampler": self.preset.sampler,
             "classes": "all",
+            **self.evaluation(),
+        }
+
+    def evaluation(self) -> dict[str, Any]:
+        """How cells are scored: reference, feature tag, metrics, each metric's convention, the classifier's classes."""
+        conventions = self.evaluator.config.conventions()
+        return {
             "reference": REFERENCE,
             "features": self.evaluator.tag,
             "metrics": list(METRICS),
+            "conventions": {metric: conventions[metric] for metric in METRICS},
+            "label_classes": self.evaluator.extractor.label_classes,
         }
 
     def __call__(self, cell: Cell) -> CellResult:
