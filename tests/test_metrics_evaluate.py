@@ -222,7 +222,7 @@ def test_eval_states_each_metrics_convention_and_warns_of_too_few_samples(tmp_pa
     assert written["sample_count"] == 12 and set(written["warnings"]) == {"fid", "is"}  # sFID: 12 ≥ 8
     assert "chunks-5000: consecutive chunks of 5,000 samples" in printed and "here 1 part of 12" in printed
     assert "Recall" in printed and "adm-float16: k = 3, distances in float16" in printed
-    assert "warning: FID of 12 samples, fewer than the 16 feature dimensions" in printed
+    assert "warning: FID of 12 samples in 16 feature dimensions: the covariance is singular" in printed
     assert "warning: IS over a part of 12 samples" in printed
     images_npz(tmp_path, digits("train", 40)[0])  # the same file, now 40 images
     assert main([*command, "--is-convention", "splits-10", "--pr-distances", "float32"]) == 0

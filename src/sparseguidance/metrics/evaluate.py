@@ -187,10 +187,10 @@ def size_warnings(feats: Features, results: dict[str, float], is_convention: str
     """Metric -> why the samples are too few for it to mean what published numbers mean (FID, sFID, IS only)."""
     warnings = {}
     for metric, name, values in (("fid", "FID", feats.pool), ("sfid", "sFID", feats.spatial)):
-        if metric in results and len(feats) < values.shape[1]:
+        if metric in results and len(feats) <= values.shape[1]:  # the covariance has rank N − 1 at most
             warnings[metric] = (
-                f"{name} of {len(feats):,} samples, fewer than the {values.shape[1]:,} feature dimensions: the "
-                "covariance is singular and the distance biased high (published: 50,000 samples, FID@5k 5,000)"
+                f"{name} of {len(feats):,} samples in {values.shape[1]:,} feature dimensions: the covariance is "
+                "singular and the distance biased high (published: 50,000 samples, FID@5k 5,000)"
             )
     if "is" in results and (text := is_warning(len(feats), feats.logits.shape[1], is_convention)):
         warnings["is"] = text
