@@ -26,13 +26,13 @@ PR_DISTANCES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- IS
 def check_choice(value: str, choices: dict[str, str], what: str) -> None:
     """Refuse a convention that is not one of `choices`, naming them."""
     if value not in choices:
         raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(choices)}")
 
 
+# ---------------------------------------------------------------------------------------------- IS
 def is_parts(n: int, convention: str) -> list[slice]:
     """The consecutive parts IS averages over: ADM's chunks of 5,000 (one chunk below that) or 10 equal splits."""
     check_choice(convention, IS_CONVENTIONS, "IS convention")
