@@ -205,10 +205,35 @@ def test_eval_and_ref_stats_commands(tmp_path, capsys, pixels):
     written = json.loads((tmp_path / "samples.metrics.json").read_text())
     assert set(written["metrics"]) == {"fid", "is", "precision", "recall", "accuracy"}
     assert written["extractor"] == load_classifier().tag and "machine" in written
+    assert written["conventions"]["pr"] == "float32"  # ADM's float16 is the default for Inception features only
     assert main(["eval", str(tmp_path / "absent.npz"), "--ref", str(ref), "--features", "mnist"]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback
     assert main(["eval", samples, "--ref", str(ref), "--metrics", "sfid", "--no-progress"]) == 2  # Inception's tag
     assert "not comparable" in capsys.readouterr().err
+
+
+def test_eval_states_each_metrics_convention_and_warns_of_too_few_samples(tmp_path, capsys, pixels):
+    # the stand-in's 16 pool features, 8 spatial ones and 3 classes (IS parts of at least 15 samples)
+    samples, out = images_npz(tmp_path, digits("train", 12)[0]), tmp_path / "metrics.json"
+    command = ["eval", samples, "--ref", "mnist5k:heldout", "--no-progress", "--out", str(out)]
+    assert main(command) == 0
+    printed, written = capsys.readouterr().out, json.loads(out.read_text())
+    assert written["conventions"] == {"fid": "adm", "sfid": "adm", "is": "chunks-5000", "pr": "adm-float16"}
+    assert written["sample_count"] == 12 and set(written["warnings"]) == {"fid", "is"}  # sFID: 12 ≥ 8
+    assert "chunks-5000: consecutive chunks of 5,000 samples" in printed and "here 1 part of 12" in printed
+    assert "Recall" in printed and "adm-float16: k = 3, distances in float16" in printed
+    assert "warning: FID of 12 samples in 16 feature dimensions: the covariance is singular" in printed
+    assert "warning: IS over a part of 12 samples" in printed
+    images_npz(tmp_path, digits("train", 40)[0])  # the same file, now 40 images
+    assert main([*command, "--is-convention", "splits-10", "--pr-distances", "float32"]) == 0
+    written = json.loads(out.read_text())
+    assert (written["conventions"]["is"], written["conventions"]["pr"]) == ("splits-10", "float32")
+    assert set(written["warnings"]) == {"is"} and "10 parts of 4" in written["warnings"]["is"]
+    with pytest.raises(ConfigError, match="unknown IS convention 'splits-5'"):
+        EvalConfig(is_convention="splits-5")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--pr-distances", "float64"])
+    assert exit_info.value.code == 2 and "invalid choice: 'float64'" in capsys.readouterr().err
 
 
 def test_scoring_extracted_features_equals_scoring_the_images():

@@ -190,7 +190,15 @@ def test_the_cpu_preset_plans_under_two_hours_on_two_cores(caplog):
     assert "dense fine-tuning" in caplog.text and "Fig. 5" in caplog.text
 
 
-META = {"machine": "m", "torch": "t", "threads": 1, "commit": "c", "command": "sparseguidance study", "minutes": 1.0}
+META = {
+    "machine": "m",
+    "torch": "t",
+    "threads": 1,
+    "commit": "c",
+    "command": "sparseguidance study",
+    "minutes": 1.0,
+    "evaluation": {"conventions": {"is": "chunks-5000", "pr": "float32"}, "label_classes": 10},
+}
 
 
 def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
@@ -204,6 +212,11 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
     assert cfg["delta_fid"] == pytest.approx(cfg["fid"] - summary["table2"][0]["fid"])
     assert cfg["gflops_per_step"] == pytest.approx(2 * summary["table2"][0]["gflops_per_step"])  # two forwards
     assert json.loads((tmp_path / "summary.json").read_text())["table2"] == summary["table2"]
+    # IS of 3 images per seed set over 10 classes means little: marked, with the reason under Table 1
+    assert all("IS over a part of 3 samples" in r["is_warning"] for r in summary["table1"])
+    table = (tmp_path / "table1.md").read_text()
+    assert "| 1.00 † |" in table and "\n† IS over a part of 3 samples" in table
+    assert "IS in chunks-5000 (1 part of 3 per seed set) over the classifier's 10 classes" in table
     names = ("table1.md", "table2.md", "tuning.md", "heatmaps.md", "diversity.md", "fig5.md")
     for name in (*names, "pareto.png", "diversity.png", "tuning.png", "fig5.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -311,6 +324,8 @@ def test_quick_preset_runs_end_to_end_and_resumes_from_its_cache(tmp_path, monke
     assert len(summary["table1"]) == 6 and len(summary["table2"]) == 7
     for row in summary["table1"]:
         assert {"sparsity", "guidance", "fid", "fid_std", "precision", "recall", "is", "accuracy"} <= set(row)
+    conventions = {"fid": "adm", "is": "chunks-5000", "pr": "float32", "acc": "argmax"}
+    assert summary["evaluation"]["conventions"] == conventions and summary["evaluation"]["label_classes"] == 10
     # the cost column comes from the sampler's count of forwards; it must agree with the analytic FLOPs
     sg = next(r for r in summary["table2"] if r["method"] == "sg")
     guidance = make_guidance("sg", sg["scale"], sg["gamma_strong"], sg["gamma_weak"])

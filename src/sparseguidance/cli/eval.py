@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparseguidance.metrics.evaluate import EXTRACTORS, METRICS, EvalConfig, Evaluator
-from sparseguidance.metrics.sources import MNIST_PREFIX
+from sparseguidance.metrics.evaluate import (
+    EXTRACTORS,
+    METRICS,
+    RESULT_KEYS,
+    EvalConfig,
+    Evaluator,
+    convention_text,
+    size_warnings,
+)
+from sparseguidance.metrics.scores import IS_CONVENTIONS, PR_DISTANCES
+from sparseguidance.metrics.sources import MNIST_PREFIX, read_images
 from sparseguidance.provenance import provenance, write_json
 
 NAMES = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy"}
@@ -51,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help=f"comma-separated subset of {','.join(METRICS)} (default: every one the features and data allow)",
     )
+    parser.add_argument(
+        "--is-convention",
+        choices=list(IS_CONVENTIONS),
+        default="chunks-5000",
+        help="IS parts: chunks-5000 as ADM's evaluator (default), or splits-10 as the original IS paper",
+    )
+    parser.add_argument(
+        "--pr-distances",
+        choices=list(PR_DISTANCES),
+        help="precision/recall distances: adm-float16 as ADM's evaluator (default with --features inception), "
+        "or float32 (default otherwise)",
+    )
     parser.add_argument("--out", type=Path, help="JSON results file (default: SAMPLES.metrics.json beside the samples)")
     add_extractor_arguments(parser)
 
@@ -62,24 +83,36 @@ def default_out(samples: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compute the metrics, print a table and write the JSON file."""
-    config = EvalConfig(args.features, args.metrics, args.weights, args.batch_size, args.device)
+    """Compute the metrics, print a table with each one's convention, warn of too few samples, write the JSON file."""
+    config = EvalConfig(
+        args.features, args.metrics, args.weights, args.batch_size, args.device, args.is_convention, args.pr_distances
+    )
     evaluator = Evaluator(args.ref, config, progress=not args.no_progress)
-    results = evaluator(args.samples)
+    images = read_images(args.samples)
+    feats = evaluator.features(images, "samples")
+    results = evaluator.score(feats, images.labels)
+    conventions = {m: c for m, c in config.conventions().items() if RESULT_KEYS[m][0] in results}
+    warnings = size_warnings(feats, results, config.is_convention)
     out = args.out or default_out(args.samples)
     write_json(
         out,
         {
             "samples": args.samples,
+            "sample_count": len(feats),
             "reference": args.ref,
             "extractor": evaluator.tag,
             "metrics": results,
+            "conventions": conventions,
+            "warnings": warnings,
             **provenance(),
         },
     )
-    print(f"{'metric':<12}{'value':>12}   ({evaluator.tag}, reference {args.ref})")
-    for key, value in results.items():
-        print(f"{NAMES[key]:<12}{value:>12.4f}")
+    print(f"{'metric':<12}{'value':>12}   ({evaluator.tag}, {len(feats):,} samples, reference {args.ref})")
+    for metric, convention in conventions.items():
+        for key in RESULT_KEYS[metric]:
+            print(f"{NAMES[key]:<12}{results[key]:>12.4f}   {convention_text(metric, convention, len(feats))}")
+    for warning in warnings.values():
+        print(f"warning: {warning}")
     if args.metrics is None:  # say why a metric was left out of the default set
         for metric, reason in evaluator.unsupported(has_labels="accuracy" in results).items():
             print(f"not computed: {metric}: {reason}")

@@ -15,7 +15,7 @@ import torch
 from sparseguidance.config import apply_overrides, from_dict, to_dict
 from sparseguidance.errors import ConfigError
 from sparseguidance.provenance import provenance
-from sparseguidance.study.cells import METRICS, REFERENCE, CellCache, CellSampler
+from sparseguidance.study.cells import CellCache, CellSampler
 from sparseguidance.study.presets import PRESETS, StudyPreset, get_preset
 from sparseguidance.study.report import write_report
 from sparseguidance.study.runner import run_study
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             "preset": args.preset,
             "settings": to_dict(preset),
             "models": sampler.models_info(),
-            "evaluation": {"reference": REFERENCE, "features": sampler.evaluator.tag, "metrics": list(METRICS)},
+            "evaluation": sampler.evaluation(),
             "cells": {
                 "computed": results.computed,
                 "cached": results.cached,

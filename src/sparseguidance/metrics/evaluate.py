@@ -19,7 +19,16 @@ from sparseguidance.metrics.frechet import fit_gaussian, frechet_distance
 from sparseguidance.metrics.inception import load_inception
 from sparseguidance.metrics.mnist_features import load_classifier
 from sparseguidance.metrics.reference import ReferenceStats, is_statistics_file, load_reference, reference_from_features
-from sparseguidance.metrics.scores import accuracy, inception_score, precision_recall
+from sparseguidance.metrics.scores import (
+    IS_CONVENTIONS,
+    PR_DISTANCES,
+    accuracy,
+    check_choice,
+    inception_score,
+    is_warning,
+    parts_text,
+    precision_recall,
+)
 from sparseguidance.metrics.sources import ImageSet, check_images, check_labels, read_images
 
 EXTRACTORS: dict[str, Callable[[str | None], FeatureExtractor]] = {
@@ -27,8 +36,15 @@ EXTRACTORS: dict[str, Callable[[str | None], FeatureExtractor]] = {
     "mnist": load_classifier,  # MNIST-5k: the domain classifier shipped in assets/
 }
 METRICS = ("fid", "sfid", "is", "pr", "acc")
-IS_SPLITS = 10
+RESULT_KEYS = {"fid": ("fid",), "sfid": ("sfid",), "is": ("is",), "pr": ("precision", "recall"), "acc": ("accuracy",)}
 PR_NEIGHBOURS = 3
+CONVENTIONS: dict[str, dict[str, str]] = {  # metric -> convention -> what it computes
+    "fid": {"adm": "Fréchet distance of Gaussians (mean, unbiased covariance) of the pool features, as ADM's"},
+    "sfid": {"adm": "Fréchet distance of Gaussians of the spatial features, as ADM's"},
+    "is": IS_CONVENTIONS,
+    "pr": {name: f"k = {PR_NEIGHBOURS}, {text}" for name, text in PR_DISTANCES.items()},
+    "acc": {"argmax": "share of samples whose arg-max class is the label they were generated for"},
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,8 @@ class EvalConfig:
     weights: str | None = None  # extractor weights file; None = the default (see load_inception / load_classifier)
     batch_size: int = 50  # images per extractor forward
     device: str = "cpu"
+    is_convention: str = "chunks-5000"  # a key of IS_CONVENTIONS
+    pr_distances: str | None = None  # a key of PR_DISTANCES; None = ADM's float16 on Inception features, else float32
 
     def __post_init__(self) -> None:
         if self.features not in EXTRACTORS:
@@ -49,6 +67,14 @@ class EvalConfig:
             raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        check_choice(self.is_convention, IS_CONVENTIONS, "IS convention")
+        if self.pr_distances is not None:
+            check_choice(self.pr_distances, PR_DISTANCES, "precision/recall distances")
+
+    def conventions(self) -> dict[str, str]:
+        """Metric -> the convention (a key of CONVENTIONS[metric]) it is computed in, as results files record it."""
+        distances = self.pr_distances or ("adm-float16" if self.features == "inception" else "float32")
+        return {"fid": "adm", "sfid": "adm", "is": self.is_convention, "pr": distances, "acc": "argmax"}
 
 
 class Evaluator:
@@ -140,21 +166,41 @@ class Evaluator:
 
     def score(self, feats: Features, labels: np.ndarray | None = None) -> dict[str, float]:
         """Metrics of samples whose features are already extracted (by `features`), as `__call__` returns them."""
-        wanted = self.metrics(labels is not None)
+        wanted, conventions = self.metrics(labels is not None), self.config.conventions()
         results: dict[str, float] = {}
         if "fid" in wanted:
             results["fid"] = frechet_distance(fit_gaussian(feats.pool), self.reference.pool)
         if "sfid" in wanted:
             results["sfid"] = frechet_distance(fit_gaussian(feats.spatial), self.reference.spatial)
         if "is" in wanted:
-            results["is"] = inception_score(feats.logits, IS_SPLITS)
+            results["is"] = inception_score(feats.logits, conventions["is"])
         if "pr" in wanted:
             results["precision"], results["recall"] = precision_recall(
-                self.reference_features(), feats.pool, k=PR_NEIGHBOURS, device=self.config.device
+                self.reference_features(), feats.pool, PR_NEIGHBOURS, conventions["pr"], device=self.config.device
             )
         if "acc" in wanted:
             results["accuracy"] = accuracy(feats.logits, labels)
         return results
+
+
+def size_warnings(feats: Features, results: dict[str, float], is_convention: str) -> dict[str, str]:
+    """Metric -> why the samples are too few for it to mean what published numbers mean (FID, sFID, IS only)."""
+    warnings = {}
+    for metric, name, values in (("fid", "FID", feats.pool), ("sfid", "sFID", feats.spatial)):
+        if metric in results and len(feats) <= values.shape[1]:  # the covariance has rank N − 1 at most
+            warnings[metric] = (
+                f"{name} of {len(feats):,} samples in {values.shape[1]:,} feature dimensions: the covariance is "
+                "singular and the distance biased high (published: 50,000 samples, FID@5k 5,000)"
+            )
+    if "is" in results and (text := is_warning(len(feats), feats.logits.shape[1], is_convention)):
+        warnings["is"] = text
+    return warnings
+
+
+def convention_text(metric: str, convention: str, samples: int) -> str:
+    """`name: what it computes`, with the parts of these samples for IS."""
+    text = f"{convention}: {CONVENTIONS[metric][convention]}"
+    return f"{text}; here {parts_text(samples, convention)}" if metric == "is" else text
 
 
 def has_images(path: str | Path) -> bool:

@@ -229,15 +229,24 @@ class CellSampler:
         return shipped_training_points()
 
     def describe(self, cell: Cell) -> dict[str, Any]:
-        """The weights (by content) the cell runs, steps, sampler, classes and the evaluator."""
+        """The weights (by content) the cell runs, steps, sampler, classes and the evaluation."""
         return {
             "models": {role: self.fingerprint(path) for role, path in self.files(cell).items()},
             "steps": self.preset.steps,
             "sampler": self.preset.sampler,
             "classes": "all",
+            **self.evaluation(),
+        }
+
+    def evaluation(self) -> dict[str, Any]:
+        """How cells are scored: reference, feature tag, metrics, each metric's convention, the classifier's classes."""
+        conventions = self.evaluator.config.conventions()
+        return {
             "reference": REFERENCE,
             "features": self.evaluator.tag,
             "metrics": list(METRICS),
+            "conventions": {metric: conventions[metric] for metric in METRICS},
+            "label_classes": self.evaluator.extractor.label_classes,
         }
 
     def __call__(self, cell: Cell) -> CellResult:

@@ -21,6 +21,7 @@ from matplotlib.ticker import FormatStrFormatter
 
 from sparseguidance.checkpoints import atomic_write
 from sparseguidance.guidance import GammaSchedule
+from sparseguidance.metrics.scores import is_warning, parts_text
 from sparseguidance.provenance import write_json
 from sparseguidance.study.cells import REFERENCE, describe_guidance
 from sparseguidance.study.finetune import LR_FACTOR
@@ -130,8 +131,9 @@ def chosen_for(results: StudyResults) -> dict[Point, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def table1(results: StudyResults) -> list[dict[str, Any]]:
-    """Table 1 analogue: none, CFG and SG (best FID) on the routing and the masking model, with SG − CFG paired."""
+def table1(results: StudyResults, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 1 analogue: none, CFG and SG (best FID) on the routing and the masking model, with SG − CFG paired;
+    each IS with the reason it is biased (`is_warning`, None where its parts are large enough), from `evaluation`."""
     rows, steps = rows_by_name(results), results.preset.steps
     table = []
     for sparsity in SPARSITIES:
@@ -139,8 +141,17 @@ def table1(results: StudyResults) -> list[dict[str, Any]]:
         for guidance in TABLE1_GUIDANCE:
             row = rows[(sparsity, guidance)]
             numbers = row_numbers(row, steps)
+            caveat = is_warning(
+                numbers["images_per_seed"], evaluation["label_classes"], evaluation["conventions"]["is"]
+            )
             table.append(
-                {"sparsity": sparsity, "guidance": guidance, **numbers, **paired_delta(row, cfg, "delta_fid_vs_cfg")}
+                {
+                    "sparsity": sparsity,
+                    "guidance": guidance,
+                    **numbers,
+                    **paired_delta(row, cfg, "delta_fid_vs_cfg"),
+                    "is_warning": caveat,
+                }
             )
     return table
 
@@ -266,7 +277,7 @@ def delta_text(row: dict[str, Any], name: str) -> str:
 
 
 def table1_markdown(rows: list[dict[str, Any]]) -> str:
-    """Table 1 as Markdown."""
+    """Table 1 as Markdown; an IS that its sample count biases is marked †, the reason under the table."""
     header = ("model", "guidance", "setting", "FID", "Δ FID vs CFG", "Precision", "Recall", "IS", "Accuracy")
     lines = [
         (
@@ -277,12 +288,13 @@ def table1_markdown(rows: list[dict[str, Any]]) -> str:
             delta_text(r, "delta_fid_vs_cfg"),
             num(r.get("precision"), 3),
             num(r.get("recall"), 3),
-            num(r.get("is")),
+            num(r.get("is")) + (" †" if r["is_warning"] else ""),
             num(r.get("accuracy"), 3),
         )
         for r in rows
     ]
-    return markdown(header, lines)
+    caveats = sorted({r["is_warning"] for r in rows if r["is_warning"]})
+    return markdown(header, lines) + "".join(f"\n† {caveat}.\n" for caveat in caveats)
 
 
 def table2_markdown(rows: list[dict[str, Any]]) -> str:
@@ -374,10 +386,14 @@ def diversity_markdown(rows: list[dict[str, Any]]) -> str:
 
 def footer(summary: dict[str, Any]) -> str:
     """The lines under every table: how the numbers were made and by which command on which machine."""
-    preset = summary["settings"]
+    preset, evaluation = summary["settings"], summary["evaluation"]
+    is_convention = evaluation["conventions"]["is"]
     return (
         f"\nFID, precision, recall, IS and accuracy on the MNIST classifier's features against {REFERENCE} "
-        f"(1,000 digits). Reported rows: mean ± std over {preset['final_seed_sets']} seed sets of "
+        f"(1,000 digits). IS in {is_convention} ({parts_text(preset['final_images'], is_convention)} per seed set) "
+        f"over the classifier's {evaluation['label_classes']} classes: not on the scale of ImageNet IS. "
+        f"Precision/recall: k = 3, {evaluation['conventions']['pr']} distances. "
+        f"Reported rows: mean ± std over {preset['final_seed_sets']} seed sets of "
         f"{preset['final_images']} images (seeds {summary['seeds']['final']}). Δ: paired by seed set, negative = "
         "lower FID than the baseline, * where it exceeds both rows' seed-to-seed std. "
         f"Settings chosen on seed set {TUNING_SEED} ({preset['tune_images']} images per cell): each method's ω; SG's "
@@ -551,7 +567,7 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
     """Write summary.json, the Markdown tables and the figures to `out`; return the summary."""
     preset = results.preset
     summary = {
-        "table1": table1(results),
+        "table1": table1(results, meta["evaluation"]),
         "table2": table2(results),
         **meta,
         "seeds": {"tuning": TUNING_SEED, "final": preset.final_seeds},
