@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_a
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
+from sparseguidance.locks import hold
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.outputs import (
@@ -27,6 +29,7 @@ from sparseguidance.sampling.outputs import (
     rank_shards,
     save_grid,
     save_pngs,
+    shard_folder,
     shard_path,
     shard_range,
     write_shard,
@@ -161,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and rank == 0
     start = time.perf_counter()
     if args.out.suffix == ".npz":
-        count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
+        folder = shard_folder(args.out)  # rank 0 holds its lock: a second job on the same --out refuses
+        with hold(folder, f"shard set {folder}") if rank == 0 else nullcontext():
+            count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
     else:
         if world > 1:
             raise ConfigError("under torchrun write an .npz (sharded); PNG outputs are for one process")
@@ -190,7 +195,7 @@ def sample_shards(
     progress: bool,
 ) -> tuple[int, Cost | None]:
     """Write this rank's unfinished shards, then (rank 0, after every rank) merge them into --out."""
-    folder = args.out.with_name(f"{args.out.stem}_shards")
+    folder = shard_folder(args.out)
     check_manifest(folder, settings(args, guidance))
     todo = [
         s for s in rank_shards(args.num_images, args.shard_size, rank, world) if not shard_path(folder, s).is_file()
