@@ -43,14 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", type=Path, default=DEFAULT_CACHE, help=f"finished cells, one file each (default {DEFAULT_CACHE})"
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: the preset's: cpu 2, quick 1)")
     parser.add_argument("--device", help="torch device of models and metrics (default: the preset's)")
 
 
 def resolve_preset(args: argparse.Namespace) -> StudyPreset:
-    """The named preset with --set, --threads and --device applied (validated again)."""
+    """The named preset with --set and --device applied (validated again)."""
     data = apply_overrides(to_dict(get_preset(args.preset)), args.set)
-    data |= {k: v for k, v in (("threads", args.threads), ("device", args.device)) if v is not None}
+    data |= {"device": args.device} if args.device is not None else {}
     preset = from_dict(StudyPreset, data, where=f"study preset {args.preset}")
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -81,7 +80,6 @@ def study_log(path: Path) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     """Run every cell (or read it from the cache), then write the tables, figures, summary and log."""
     preset = resolve_preset(args)
-    torch.set_num_threads(preset.threads)
     start = time.perf_counter()
     with study_log(args.out / "study.log"):
         where = provenance()

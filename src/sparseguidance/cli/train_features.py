@@ -6,8 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from sparseguidance.metrics.mnist_features import (
     SHIPPED,
     TrainConfig,
@@ -27,13 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"AdamW peak rate (default {defaults.lr})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"default {defaults.seed}")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train on the `train` split, measure the `heldout` accuracy, write weights + JSON."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
     model = train_classifier(train)

@@ -51,12 +51,11 @@ class StudyPreset:
     routing_sg: tuple[float, float] = (0.5, 0.9)  # (γ_strong, γ_weak) of SG on the routing model (SG_FLOPS)
     masking_sg: tuple[float, float] = (0.25, 0.5)  # the same on the masking model, which tolerates less (Fig. 8)
     weak_fraction: float = 0.2  # AutoGuidance's auxiliary: the routing snapshot nearest this fraction of training
-    threads: int = 2  # torch threads (the command's --threads overrides)
     batch_size: int = 100  # images per forward batch (does not change the images)
     device: str = "cpu"  # torch device of the models and the feature extractor
 
     def __post_init__(self) -> None:
-        for name in ("steps", "tune_images", "final_images", "threads", "batch_size"):
+        for name in ("steps", "tune_images", "final_images", "batch_size"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
         require(self.sampler in INTEGRATORS, f"sampler must be one of {', '.join(INTEGRATORS)}", self.sampler)
@@ -97,7 +96,6 @@ PRESETS: dict[str, StudyPreset] = {
         heat_scales=(2.0,),
         heat_strong=(0.0, 0.5),
         heat_weak=(0.5, 0.9),
-        threads=1,
         batch_size=64,
     ),
     # fits about an hour on 2 CPU cores with the shipped 64-token MNIST models (see the study log for timings)
