@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import sparseguidance
 from sparseguidance.cli import COMMANDS, COMPUTING, build_parser, main, summary
+
+PACKAGE = Path(sparseguidance.__file__).resolve().parent
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 HELP_WITHOUT_TORCH = """
 import contextlib, io, sys
@@ -59,3 +64,10 @@ def test_threads_are_set_before_the_command_runs(threads, expected, tmp_path, mo
 def test_threads_below_one_are_a_one_line_error(capsys):
     assert main(["train", "--config", "none.yaml", "--threads", "0"]) == 2
     assert capsys.readouterr().err == "sparseguidance train: error: --threads must be at least 1, got 0\n"
+
+
+@pytest.mark.parametrize("command", ["train-features", "study"])
+def test_default_outputs_are_neither_in_the_package_nor_in_the_committed_docs(command, monkeypatch):
+    monkeypatch.chdir(DOCS.parent)  # relative defaults resolve against the repository, where docs/ is
+    out = build_parser(command).parse_args([command]).out.resolve()
+    assert not out.is_relative_to(PACKAGE) and not out.is_relative_to(DOCS)

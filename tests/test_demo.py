@@ -86,7 +86,7 @@ def test_a_spent_budget_still_gives_the_comparison_and_enough_for_the_metrics(mo
         (["--sg-scale", "nan"], "ω ≥ 1"),
         (["--num-images", "1"], "num_images must be at least 2"),
         (["--steps", "0"], "steps must be at least 1"),
-        (["--model", "mnist-nope"], "unknown model 'mnist-nope'"),
+        (["--model", "mnist-nope"], "neither a file nor a shipped model; did you mean mnist-dense?"),
         (["--model", "mnist-dense"], "is dense"),
         (["--threads", "0"], "--threads must be at least 1"),
     ],

@@ -49,6 +49,16 @@ def parse_classes(text: str) -> list[int] | str:
         raise argparse.ArgumentTypeError(f"expected all, random or a comma list of classes, got {text!r}") from None
 
 
+def output_path(text: str) -> Path:
+    """--out: NAME.png (a grid), NAME.npz, or a folder; a path with another suffix (x.jpg) is refused."""
+    path = Path(text)
+    if path.suffix not in ("", ".png", ".npz") and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write NAME.png (a grid), NAME.npz (ADM arrays) or a folder of PNGs (a name without a suffix)"
+        )
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance sample`."""
     parser.add_argument(
@@ -56,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="our .safetensors (+ .json), a released DiT/SiT/TREAD .pt, or a shipped model (mnist-routing[@STEP])",
     )
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; else a folder"
+        "--out", required=True, type=output_path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; DIR: PNGs"
     )
     parser.add_argument("--which", choices=("ema", "model"), default="ema", help="weights of a .pt (default ema)")
     parser.add_argument("--route", action="append", type=parse_route, metavar="START-END", help="routes for a .pt")

@@ -1,4 +1,4 @@
-"""Run the whole guidance comparison (Tables 1–2, heat maps, Pareto plot, diversity) and write docs/results/."""
+"""Run the whole guidance comparison (Tables 1–2, heat maps, Pareto plot, diversity): tables, figures, log."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sparseguidance.study.runner import run_study
 
 logger = logging.getLogger("sparseguidance.study")
 DEFAULT_CACHE = Path("runs/study-cache")  # runs/ is git-ignored: the cache is not committed
+DEFAULT_OUT = Path("runs/study")  # docs/results, the committed results, is written only when asked for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a preset setting, e.g. final_images=500 or scales=[1.5,2,3] (repeatable)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results"), help="results folder (default docs/results)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT}; docs/results is ours)"
+    )
     parser.add_argument(
         "--cache", type=Path, default=DEFAULT_CACHE, help=f"finished cells, one file each (default {DEFAULT_CACHE})"
     )
