@@ -95,7 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch; does not change them")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per npz shard (default 1000)")
     parser.add_argument(
-        "--vae", metavar="PATH", help="diffusers AutoencoderKL folder to decode latents (e.g. sd-vae-ft-ema)"
+        "--vae",
+        metavar="DIR|OWNER/NAME",
+        help="decode latents: a diffusers AutoencoderKL folder, or a Hub id where online (stabilityai/sd-vae-ft-ema)",
     )
     parser.add_argument("--device", help="default: cuda (the local rank's GPU) if available, else cpu")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
