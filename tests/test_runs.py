@@ -16,7 +16,7 @@ from training_fixtures import ONE_THREAD_ENV, assert_same_weights, tiny_train_co
 import sparseguidance.training.trainer as trainer_module
 from sparseguidance.checkpoints import save_model
 from sparseguidance.cli import main
-from sparseguidance.errors import CheckpointError
+from sparseguidance.errors import CheckpointError, ConfigError
 from sparseguidance.locks import LOCK_NAME, LockedError, hold
 from sparseguidance.sampling.outputs import read_npz
 from sparseguidance.training import load_train_config, train
@@ -118,6 +118,13 @@ def test_a_lock_leaves_no_empty_folders_behind(tmp_path):
     with hold(tmp_path / "a" / "b"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_made_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot lock run folder x: Not a directory \(.*file"):
+        with hold(tmp_path / "file" / "run", "run folder x"):
+            pass
 
 
 # ------------------------------------------------------------------------------------- concurrent jobs

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sparseguidance.errors import SparseGuidanceError
+from sparseguidance.errors import ConfigError, SparseGuidanceError
 
 LOCK_NAME = ".lock"
 
@@ -76,9 +76,12 @@ def hold(folder: str | Path, what: str | None = None) -> Iterator[Path]:
     """Hold the lock of `folder` (created if needed) for the duration; `what` names it in the errors."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = open_locked(path, what or str(folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = open_locked(path, what or str(folder))
+    except OSError as e:
+        raise ConfigError(f"cannot lock {what or folder}: {e.strerror or e} ({e.filename or path})") from None
     try:
         stale = read_holder(fd)
         if stale:  # its holder died without releasing (kill -9, power loss): the flock went with it
