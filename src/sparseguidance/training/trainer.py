@@ -352,20 +352,19 @@ class Trainer:
         )
         window = Window()
         batches = iter(self.loader())
-        with self.stop_on_signals():
-            while self.step < opt.steps:
-                window.add(self.train_step(*next(batches)))
-                bar.update(1)
-                if self.step % opt.log_every == 0 or self.step == opt.steps:
-                    self.log(window.close(self.dist.world), bar)
-                with window.paused():  # saving is not training: keep it out of images/s and step time
-                    if main and opt.snapshot_every and self.step % opt.snapshot_every == 0:
-                        self.snapshot(self.snapshots / f"step-{self.step:07d}.safetensors")
-                    if main and self.step % opt.checkpoint_every == 0:
-                        self.checkpoint()
-                if self.stop_requested():
-                    bar.close()
-                    self.stop()
+        while self.step < opt.steps:
+            window.add(self.train_step(*next(batches)))
+            bar.update(1)
+            if self.step % opt.log_every == 0 or self.step == opt.steps:
+                self.log(window.close(self.dist.world), bar)
+            with window.paused():  # saving is not training: keep it out of images/s and step time
+                if main and opt.snapshot_every and self.step % opt.snapshot_every == 0:
+                    self.snapshot(self.snapshots / f"step-{self.step:07d}.safetensors")
+                if main and self.step % opt.checkpoint_every == 0:
+                    self.checkpoint()
+            if self.stop_requested():  # SIGINT / SIGTERM under stop_on_signals
+                bar.close()
+                self.stop()
         bar.close()
         if main:
             self.finish()
@@ -373,7 +372,7 @@ class Trainer:
 
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
-        """SIGINT / SIGTERM end the loop after the current step, saved; a second signal acts at once."""
+        """While inside, SIGINT / SIGTERM end `run` after the current step, saved; a second signal acts at once."""
         if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
             yield
             return
@@ -502,6 +501,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, allow
     dist_info = init_distributed(config.train.device)
     try:
         with hold(run_dir, f"run folder {run_dir}") if dist_info.is_main else nullcontext():
-            return Trainer(config, run_dir, dist_info, progress, allow_changes).run()
+            trainer = Trainer(config, run_dir, dist_info, progress, allow_changes)
+            with trainer.stop_on_signals():
+                return trainer.run()
     finally:
         close_distributed()
