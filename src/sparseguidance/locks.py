@@ -92,7 +92,7 @@ def hold(folder: str | Path, what: str | None = None) -> Iterator[Path]:
         os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
         yield path
     finally:
-        os.unlink(path)
+        path.unlink(missing_ok=True)  # (someone may have deleted it by hand)
         os.close(fd)
         for directory in created:  # leave no empty folders behind a job that failed before writing anything
             try:
