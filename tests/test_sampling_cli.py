@@ -71,6 +71,13 @@ def test_shards_of_another_run_are_refused(checkpoint, tmp_path, capsys):
     assert "different run" in capsys.readouterr().err
 
 
+def test_an_out_with_another_suffix_is_refused_before_anything_is_made(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sample(checkpoint, tmp_path / "x.jpg", *SG)
+    assert exit_info.value.code == 2 and "write NAME.png (a grid)" in capsys.readouterr().err
+    assert not (tmp_path / "x.jpg").exists()
+
+
 def test_ranks_share_the_shards_exactly_once():
     shards = sorted(s for rank in range(3) for s in rank_shards(10_000, 1000, rank, 3))
     assert shards == list(range(10))

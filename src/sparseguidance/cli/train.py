@@ -9,7 +9,7 @@ from sparseguidance.training import load_train_config, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config, --out, --steps, --set, --no-progress."""
+    """--config, --out, --steps, --set, --allow-changes, --no-progress."""
     parser.add_argument(
         "--config", required=True, type=Path, metavar="YAML", help="training config, e.g. configs/mnist-routing.yaml"
     )
@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.lr=2e-4 (repeatable)",
     )
+    parser.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="resume even where settings differ from the run's (the change is recorded in its log)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *([f"train.steps={args.steps}"] if args.steps is not None else [])]
     config = load_train_config(args.config, overrides)
     out = args.out or Path("runs") / args.config.stem
-    trainer = train(config, out, progress=not args.no_progress)
+    trainer = train(config, out, progress=not args.no_progress, allow_changes=args.allow_changes)
     if trainer.dist.is_main:
         print(f"step {trainer.step}: EMA weights in {out / 'model.safetensors'}")
     return 0

@@ -6,10 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from sparseguidance.metrics.mnist_features import (
-    SHIPPED,
     TrainConfig,
     heldout_accuracy,
     load_classifier,
@@ -18,22 +15,26 @@ from sparseguidance.metrics.mnist_features import (
 )
 from sparseguidance.provenance import provenance
 
+DEFAULT_OUT = Path("runs/mnist-features/mnist-features.safetensors")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `sparseguidance train-features`."""
     defaults = TrainConfig()
-    parser.add_argument("--out", type=Path, default=SHIPPED, help=f"weights file (.safetensors; default {SHIPPED})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"weights file (.safetensors; default {DEFAULT_OUT}; the shipped one is not overwritten)",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"AdamW peak rate (default {defaults.lr})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"default {defaults.seed}")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train on the `train` split, measure the `heldout` accuracy, write weights + JSON."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
     model = train_classifier(train)
@@ -45,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         {"train": vars(train), "heldout_accuracy": accuracy, "train_seconds": round(seconds, 1), **provenance()},
     )
     print(f"held-out accuracy {accuracy:.4f} (1,000 digits), trained in {seconds:.0f} s; wrote {args.out}")
-    print(f"extractor tag: {load_classifier(args.out).tag}")
+    print(f"extractor tag: {load_classifier(args.out).tag}; use it with: eval --features mnist --weights {args.out}")
     return 0

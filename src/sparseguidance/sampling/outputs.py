@@ -84,6 +84,12 @@ def rank_shards(count: int, shard_size: int, rank: int, world: int) -> list[int]
     return list(range(rank, num_shards(count, shard_size), world))
 
 
+def shard_folder(out: str | Path) -> Path:
+    """The shard folder of an npz output: `x.npz` -> `x_shards/`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_shards")
+
+
 def shard_path(folder: str | Path, shard: int) -> Path:
     """Where a shard lives."""
     return Path(folder) / f"shard-{shard:05d}.npz"

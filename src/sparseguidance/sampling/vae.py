@@ -1,30 +1,50 @@
-"""Decoding latents with an SD-VAE (diffusers AutoencoderKL) from a local folder; needs the `vae` extra."""
+"""The SD-VAE (diffusers AutoencoderKL) from a local folder or, where the machine is online, a Hub id; `vae` extra."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from sparseguidance.errors import CheckpointError, ConfigError
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, e.g. stabilityai/sd-vae-ft-ema
 
-def load_vae(path: str | Path, device: str | torch.device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """A decoder latents -> images in [−1, 1] from an AutoencoderKL folder (config.json + weights), offline."""
+
+def load_autoencoder(spec: str | Path, device: str | torch.device = "cpu") -> Any:
+    """An AutoencoderKL in eval mode from a folder (config.json + weights) or a Hugging Face Hub id (downloaded)."""
     try:
         from diffusers import AutoencoderKL
     except ImportError:
-        raise ConfigError("decoding latents needs diffusers: pip install 'sparseguidance[vae]'") from None
-    if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"{path} is not an AutoencoderKL folder (no config.json), e.g. stabilityai/sd-vae-ft-ema")
+        raise ConfigError("the SD-VAE needs diffusers: pip install 'sparseguidance[vae]'") from None
+    spec = str(spec)
+    local = Path(spec).exists()
+    if local and not (Path(spec) / "config.json").is_file():
+        raise CheckpointError(f"{spec} is not an AutoencoderKL folder (it has no config.json)")
+    if not local and not HUB_ID.fullmatch(spec):
+        raise CheckpointError(f"{spec}: no such folder; give an AutoencoderKL folder or a Hub id (owner/name)")
     try:
-        vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(spec, local_files_only=local)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot load the VAE ({e})") from None
-    return partial(decode_latents, vae.to(device).eval())
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if local:
+            raise CheckpointError(f"{spec}: cannot load the VAE ({reason})") from None
+        raise CheckpointError(
+            f"{spec} is no local folder and could not be fetched from the Hugging Face Hub (offline, or no such "
+            f"repository: {reason}); where you are online, run `huggingface-cli download {spec} --local-dir DIR` "
+            "and give --vae DIR"
+        ) from None
+    return vae.to(device).eval()
+
+
+def load_vae(spec: str | Path, device: str | torch.device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A decoder latents -> images in [−1, 1] from an AutoencoderKL folder or Hub id (see load_autoencoder)."""
+    return partial(decode_latents, load_autoencoder(spec, device))
 
 
 def decode_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:

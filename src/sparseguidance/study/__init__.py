@@ -1,4 +1,4 @@
-"""`sparseguidance study`: the paper's comparison on the shipped MNIST models, cached per cell, written to docs/results.
+"""`sparseguidance study`: the paper's comparison on the shipped MNIST models, cached per cell, with a written report.
 
 presets: the study's sizes and reported rows; cells: one setting's images on one seed set, sampled, scored and
 cached; finetune: Fig. 5's dense fine-tuning runs; runner: tuning (the heat maps' grid), reported rows, training

@@ -54,12 +54,11 @@ class StudyPreset:
     snapshots: int = 2  # Fig. 5: this many of the routing run's shipped snapshots (spread evenly), and the final model
     snapshot_seed_sets: int = 1  # Fig. 5: FID on the first this many reported seed sets
     finetune_steps: int = 200  # Fig. 5: steps of the dense fine-tuning from each training point
-    threads: int = 2  # torch threads (the command's --threads overrides)
     batch_size: int = 100  # images per forward batch (does not change the images)
     device: str = "cpu"  # torch device of the models and the feature extractor
 
     def __post_init__(self) -> None:
-        for name in ("steps", "tune_images", "final_images", "threads", "batch_size", "finetune_steps"):
+        for name in ("steps", "tune_images", "final_images", "batch_size", "finetune_steps"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
         require(is_count(self.snapshots, 0), "snapshots must be a whole number ≥ 0", self.snapshots)
@@ -104,7 +103,6 @@ PRESETS: dict[str, StudyPreset] = {
         heat_weak=(0.9,),
         snapshots=1,
         finetune_steps=1,
-        threads=1,
         batch_size=64,
     ),
     # sized by the study's plan to well under 2 hours on 2 CPU cores with the shipped 64-token MNIST models

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -36,11 +40,12 @@ from tqdm import tqdm
 from sparseguidance.checkpoints import atomic_write, load_model, save_model
 from sparseguidance.config import to_dict
 from sparseguidance.data import build_dataset, check_dataset
-from sparseguidance.errors import CheckpointError
+from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.locks import hold
 from sparseguidance.models import DiT, create_model
 from sparseguidance.models.prediction import Velocity, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
-from sparseguidance.training.config import OptimConfig, TrainConfig
+from sparseguidance.training.config import OptimConfig, TrainConfig, train_config_from_dict
 from sparseguidance.training.distributed import (
     Distributed,
     GlobalBatchSampler,
@@ -52,6 +57,16 @@ from sparseguidance.training.objective import flow_matching_loss
 from sparseguidance.training.runlog import append_log, plot_loss, truncate_log
 
 CHECKPOINTS = ("latest.pt", "previous.pt")  # newest first
+# Settings a resumed run may change without --allow-changes: how far to train (`--steps`), when to write, where to run.
+FREE_CHANGES = (
+    "train.steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.snapshot_every",
+    "train.device",
+    "data.num_workers",
+)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STATE_KEYS = ("step", "model", "ema", "optimizer", "rng", "data", "config", "elapsed_s")
 
 
@@ -93,11 +108,17 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
-    """Write latest.pt atomically, first moving the current one to previous.pt (the fallback)."""
+    """Write latest.pt atomically; once the new state is fully written, the current one becomes previous.pt."""
     latest, previous = (directory / name for name in CHECKPOINTS)
-    if latest.exists():
-        os.replace(latest, previous)
-    atomic_write(latest, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp: str) -> None:
+        torch.save(state, tmp)
+        if latest.exists():  # a second name for the current file, so a usable latest.pt exists at every moment
+            link = previous.with_name(f".{previous.name}.link.tmp")
+            os.link(latest, link)
+            os.replace(link, previous)
+
+    atomic_write(latest, write)
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:
@@ -123,23 +144,63 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(problems))
 
 
-def check_same_model(state: dict[str, Any], config: TrainConfig, directory: Path) -> None:
-    """Refuse to resume a run directory whose checkpoint holds a different model."""
-    saved, wanted = state["config"]["model"], to_dict(config.model)
-    changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
-    if changed:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"lr": 1}}` -> `{"train.lr": 1}`."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict[str, Any], wanted: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between a checkpoint's config and this run's: {key: (saved, wanted)}."""
+    try:  # through the current TrainConfig, so that a key added since (with its default) is no change
+        saved = to_dict(train_config_from_dict(saved))
+    except ConfigError:
+        pass
+    before, after = flatten(saved), flatten(to_dict(wanted))
+    return {
+        k: (before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+    }
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """`train.lr: 0.001 -> 0.002; …`."""
+    return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def check_resume_config(
+    state: dict[str, Any], config: TrainConfig, directory: Path, allow_changes: bool
+) -> dict[str, tuple[Any, Any]]:
+    """Settings changed since the checkpoint, but FREE_CHANGES; refuses a new model, and the rest unless allowed."""
+    changes = {k: pair for k, pair in config_changes(state["config"], config).items() if k not in FREE_CHANGES}
+    listed = describe_changes(changes)
+    if any(key.startswith("model.") for key in changes):
+        raise CheckpointError(f"{directory} holds a run of a different model ({listed}); choose another --out")
+    if changes and not allow_changes:
         raise CheckpointError(
-            f"{directory} holds a run of a different model (model.{', model.'.join(changed)} differ); "
-            "choose another --out"
+            f"{directory} holds a run with other settings ({listed}): resume with the same settings, "
+            "choose another --out, or pass --allow-changes (recorded in the run's log)"
         )
+    return changes
 
 
 # --------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """One training run in one process (rank) of a possibly distributed job."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, dist_info: Distributed, progress: bool = True):
-        self.config, self.dist, self.progress = config, dist_info, progress
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        dist_info: Distributed,
+        progress: bool = True,
+        allow_changes: bool = False,
+    ):
+        self.config, self.dist, self.progress, self.allow_changes = config, dist_info, progress, allow_changes
         self.run_dir = Path(run_dir)
         self.checkpoints, self.snapshots = self.run_dir / "checkpoints", self.run_dir / "snapshots"
         self.log_path = self.run_dir / "log.jsonl"
@@ -160,6 +221,9 @@ class Trainer:
             fused=dist_info.device.type == "cuda",
         )
         self.step, self.position, self.elapsed, self.saved_step = 0, Position(), 0.0, -1
+        self.changes: dict[str, tuple[Any, Any]] = {}  # settings changed since the checkpoint resumed from
+        self.earlier_config: dict[str, Any] | None = None
+        self.stop_signal: int | None = None  # set by SIGINT / SIGTERM: save, then stop after this step
         self.resume()
         self.net = self.wrap(self.model)
 
@@ -191,7 +255,8 @@ class Trainer:
         state = load_checkpoint(self.checkpoints)
         if state is None:
             return
-        check_same_model(state, self.config, self.run_dir)
+        self.changes = check_resume_config(state, self.config, self.run_dir, self.allow_changes)
+        self.earlier_config = state["config"]
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -199,6 +264,8 @@ class Trainer:
         self.step = self.saved_step = int(state["step"])
         self.position = Position(**state["data"])
         self.elapsed = float(state["elapsed_s"])
+        if self.dist.is_main:
+            print(f"{self.run_dir}: resuming from step {self.step} of {self.config.train.steps}", file=sys.stderr)
 
     def prepare_run_dir(self) -> None:
         """Write the resolved config; drop log records and temporary files an interrupted run left behind."""
@@ -208,6 +275,17 @@ class Trainer:
         truncate_log(self.log_path, self.step)
         for leftover in self.run_dir.rglob(".*.tmp"):  # atomic writes killed before their rename
             leftover.unlink()
+        if self.changes:
+            self.record_changes()
+
+    def record_changes(self) -> None:
+        """Note the settings changed on resume in the log, and keep the earlier config in config-history.jsonl."""
+        changes, listed = {key: list(pair) for key, pair in self.changes.items()}, describe_changes(self.changes)
+        print(f"{self.run_dir}: settings changed at step {self.step}: {listed}", file=sys.stderr)
+        append_log(self.log_path, {"step": self.step, "event": "settings changed", "changes": changes})
+        entry = {"step": self.step, "time": time.time(), "changes": changes, "earlier_config": self.earlier_config}
+        with open(self.run_dir / "config-history.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def checkpoint(self) -> None:
         """Save the full state and redraw the loss curve."""
@@ -285,10 +363,57 @@ class Trainer:
                     self.snapshot(self.snapshots / f"step-{self.step:07d}.safetensors")
                 if main and self.step % opt.checkpoint_every == 0:
                     self.checkpoint()
+            if self.stop_requested():  # SIGINT / SIGTERM under stop_on_signals
+                bar.close()
+                self.stop()
         bar.close()
         if main:
             self.finish()
         return self
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While inside, SIGINT / SIGTERM end `run` after the current step, saved; a second signal acts at once."""
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            yield
+            return
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+
+        def request(number: int, frame: Any) -> None:
+            self.stop_signal = number
+            for other, handler in previous.items():
+                signal.signal(other, handler)
+
+        for number in STOP_SIGNALS:
+            signal.signal(number, request)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def stop_requested(self) -> bool:
+        """Whether a signal asked to stop; under DDP all ranks agree, at log steps, so they stop at the same step."""
+        if self.dist.world == 1:
+            return self.stop_signal is not None
+        if self.step % self.config.train.log_every:
+            return False
+        flag = torch.tensor([float(self.stop_signal is not None)], device=self.dist.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def stop(self) -> NoReturn:
+        """Save this step's full state (rank 0), say how to resume, and stop with KeyboardInterrupt (exit 130)."""
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
+        if self.dist.is_main:
+            if self.saved_step != self.step:
+                self.checkpoint()
+            print(
+                f"{self.run_dir}: stopped by {name}; saved step {self.step} of {self.config.train.steps}, "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
+        raise KeyboardInterrupt(name)
 
     def log(self, means: dict[str, float], bar: tqdm) -> None:
         """Write one log record (rank 0) and show loss and images/s on the progress bar."""
@@ -371,10 +496,16 @@ class Window:
         return means
 
 
-def train(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> Trainer:
-    """Train (or resume) a run in `run_dir`; under torchrun each process calls this and DDP joins them."""
+def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, allow_changes: bool = False) -> Trainer:
+    """Train (or resume) a run in `run_dir`, holding its lock; under torchrun each process calls this, DDP joins them.
+
+    `allow_changes`: resume even where settings differ from the checkpoint's (recorded in the run's log).
+    """
     dist_info = init_distributed(config.train.device)
     try:
-        return Trainer(config, run_dir, dist_info, progress).run()
+        with hold(run_dir, f"run folder {run_dir}") if dist_info.is_main else nullcontext():
+            trainer = Trainer(config, run_dir, dist_info, progress, allow_changes)
+            with trainer.stop_on_signals():
+                return trainer.run()
     finally:
         close_distributed()
