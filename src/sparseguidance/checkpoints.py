@@ -7,9 +7,7 @@ checkpoint describes itself. Both are written to a temporary name and renamed, c
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from sparseguidance.config import from_dict, to_dict
 from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.files import atomic_write
 from sparseguidance.models import SIZES, DiT, ModelConfig, create_model
 
 # Wrappers the released training scripts put around the weights, most preferred first (EMA weights sample best).
@@ -27,29 +26,6 @@ STATE_DICT_KEYS = {
     "model": ("model", "model_state_dict", "state_dict"),
 }
 PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def config_path(weights: str | Path) -> Path:
@@ -184,4 +160,12 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
             if items
         ]
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
+    check_finite(state, source)
     model.load_state_dict(dict(state))
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Raise CheckpointError naming the first floating-point tensor that holds NaN or infinite values."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{source}: {name} holds NaN or infinite values (a diverged run or a damaged file)")

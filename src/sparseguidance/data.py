@@ -21,8 +21,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from sparseguidance.checkpoints import atomic_write
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import atomic_write
 from sparseguidance.images import from_uint8
 
 MNIST_HELDOUT_PER_CLASS = 100  # the last 100 digits of each class (file order) form the fixed held-out split

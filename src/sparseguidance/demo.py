@@ -22,9 +22,10 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from sparseguidance.checkpoints import atomic_write, load_model
+from sparseguidance.checkpoints import load_model
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import atomic_write
 from sparseguidance.guidance import Guidance, make_guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator

@@ -18,7 +18,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         metavar="PATH",
-        help="extractor weights (inception: pytorch-fid's .pth or a TorchScript port; default: found locally; "
+        help="extractor weights (inception: pytorch-fid's .pth or a .safetensors state dict; default: found locally; "
         "mnist: default the shipped classifier)",
     )
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")

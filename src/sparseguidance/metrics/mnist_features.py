@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from sparseguidance.checkpoints import atomic_write, config_path
+from sparseguidance.checkpoints import check_finite, config_path
 from sparseguidance.config import from_dict, to_dict
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import CheckpointError, ConfigError, DataError
+from sparseguidance.files import atomic_write
 from sparseguidance.images import from_uint8
 from sparseguidance.metrics.features import FeatureExtractor, as_nhwc
 
@@ -174,6 +175,7 @@ def load_classifier(path: str | Path | None = None) -> MnistClassifier:
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError, SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read the classifier at {path} ({e})") from None
     model = MnistClassifier(config, tag=f"mnist-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
+    check_finite(state, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

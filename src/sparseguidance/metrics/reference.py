@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseguidance.checkpoints import atomic_write
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import atomic_write
 from sparseguidance.metrics.features import Features
 from sparseguidance.metrics.frechet import Gaussian, fit_gaussian
 from sparseguidance.metrics.inception import TAG as INCEPTION_TAG

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sparseguidance.checkpoints import atomic_write
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import atomic_write
 
 MANIFEST = "run.json"
 

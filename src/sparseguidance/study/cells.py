@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sparseguidance.checkpoints import atomic_write, config_path, load_model
+from sparseguidance.checkpoints import config_path, load_model
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import atomic_write
 from sparseguidance.guidance import GammaSchedule, Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.metrics import EvalConfig, Evaluator

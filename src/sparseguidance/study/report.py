@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sparseguidance.checkpoints import atomic_write
+from sparseguidance.files import atomic_write
 from sparseguidance.guidance import GammaSchedule
 from sparseguidance.provenance import write_json
 from sparseguidance.study.cells import REFERENCE, describe_guidance
