@@ -83,7 +83,7 @@ def test_a_spent_budget_still_gives_the_comparison_and_enough_for_the_metrics(mo
         (["--gamma-weak", "1"], "must lie in [0, 1)"),
         (["--gamma-strong", "-0.1"], "must lie in [0, 1)"),
         (["--cfg-scale", "0.5"], "ω ≥ 1"),
-        (["--sg-scale", "nan"], "ω ≥ 1"),
+        (["--sg-scale", "nan"], "sg_scale must be a finite number"),
         (["--num-images", "1"], "num_images must be at least 2"),
         (["--steps", "0"], "steps must be at least 1"),
         (["--model", "mnist-nope"], "unknown model 'mnist-nope'"),

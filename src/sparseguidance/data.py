@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError, DataError
 from sparseguidance.files import atomic_write
 from sparseguidance.images import from_uint8
@@ -88,6 +89,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes (image folders decode files; the others are in memory)
 
     def __post_init__(self) -> None:
+        check_types(self, "data.")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         for name, source in ONLY_FOR.items():

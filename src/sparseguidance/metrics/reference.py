@@ -30,6 +30,10 @@ class ReferenceStats:
     spatial: Gaussian | None = None
     features: np.ndarray | None = None  # pool features (N, D), for precision / recall
 
+    def __post_init__(self) -> None:
+        if self.features is not None and not np.isfinite(self.features).all():
+            raise DataError("the reference's features hold NaN or infinite values")
+
     def check_extractor(self, tag: str) -> None:
         """Raise ConfigError unless these statistics were made by the extractor `tag`."""
         if tag != self.extractor:

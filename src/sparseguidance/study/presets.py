@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GammaSchedule, Guidance, as_schedule, make_guidance
 from sparseguidance.sampling.sampler import INTEGRATORS
@@ -56,6 +57,7 @@ class StudyPreset:
     device: str = "cpu"  # torch device of the models and the feature extractor
 
     def __post_init__(self) -> None:
+        check_types(self, "study preset: ")
         for name in ("steps", "tune_images", "final_images", "threads", "batch_size"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparseguidance.config import apply_overrides, from_dict, read_yaml, to_dict
+from sparseguidance.config import apply_overrides, check_types, from_dict, read_yaml, to_dict
 from sparseguidance.data import DataConfig
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import ModelConfig, model_config
@@ -46,6 +46,7 @@ class OptimConfig:
     init_from: str = ""  # weights a new run starts from (a .safetensors path or a shipped name): fine-tuning stages
 
     def __post_init__(self) -> None:
+        check_types(self, "train.")
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
