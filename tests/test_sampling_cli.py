@@ -104,7 +104,7 @@ def test_autoguidance_from_a_second_checkpoint(checkpoint, tmp_path):
         (["--guidance", "sg", "--weak-checkpoint", "x.safetensors"], "does not use --weak-checkpoint"),
         (["--guidance", "sg", "--gamma-strong", "0.9", "--gamma-weak", "0.5"], "γ_strong ≤ γ_weak"),
         (["--route", "1-2"], "--route applies"),
-        (["--num-images", "0"], "at least 1"),
+        (["--classes", "7"], "classes must be"),
     ],
 )
 def test_user_errors_are_one_line(checkpoint, tmp_path, capsys, args, message):

@@ -278,12 +278,15 @@ def encode_images(
 
     Each latent is the posterior mean times the VAE's `scaling_factor` (0.18215 for SD-VAE), so the
     shards are ready to train on; stored as float16. Shards are `shard-NNNNN.latents.npy` + `.labels.npy`,
-    each written atomically, and `classes.json` names the classes.
+    each written atomically, and `classes.json` names the classes. The count returned is what was written.
     """
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError(f"batch_size and shard_size must be at least 1, got {batch_size}, {shard_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(vae.parameters()).device
     scale = float(vae.config.scaling_factor)
+    written = 0
     for shard, start in enumerate(range(0, len(dataset), shard_size)):
         indices = range(start, min(start + shard_size, len(dataset)))
         parts, labels = [], []
@@ -293,10 +296,14 @@ def encode_images(
                 latent = vae.encode(x.to(device)).latent_dist.mean * scale
             parts.append(latent.to(torch.float16).cpu().numpy())  # halves the disk; far below the VAE's own error
             labels.append(y.numpy())
-        save_array(out / f"shard-{shard:05d}.latents.npy", np.concatenate(parts))
+        latents = np.concatenate(parts)
+        if not np.isfinite(latents).all():
+            raise DataError(f"the VAE gave NaN or infinite latents for images {indices.start}..{indices.stop - 1}")
         save_array(out / f"shard-{shard:05d}.labels.npy", np.concatenate(labels))
+        save_array(out / f"shard-{shard:05d}.latents.npy", latents)  # last: a shard is complete once this exists
+        written += len(latents)
     atomic_write(out / "classes.json", lambda tmp: Path(tmp).write_text(json.dumps({"classes": dataset.classes})))
-    return len(dataset)
+    return written
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

@@ -29,10 +29,11 @@ from sparseguidance.errors import ConfigError
 from sparseguidance.files import atomic_write
 from sparseguidance.guidance import Guidance, make_guidance
 from sparseguidance.images import to_uint8
-from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator
+from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator, FewSamplesWarning
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import SHIPPED_MODELS, resolve_checkpoint
 from sparseguidance.sampling import Cost, Samples, class_labels, generate
+from sparseguidance.sampling.sampler import MAX_IMAGES
 
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, 100 per class
 DIGIT_SHAPE = (1, 32, 32, 10)  # channels, height, width, classes: what the MNIST metrics score
@@ -91,9 +92,10 @@ class DemoSettings:
         require(self.seconds > 0, f"seconds must be positive, got {self.seconds}")
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
-            self.num_images is None or self.num_images >= least,
+            self.num_images is None or least <= self.num_images <= MAX_IMAGES,
             f"num_images must be at least {least} (classes × per_class, and 2 for FID), got {self.num_images}",
         )
+        require(self.grid_size <= MAX_IMAGES, f"classes × per_class must be at most {MAX_IMAGES:,}")
 
     @property
     def grid_size(self) -> int:
@@ -234,9 +236,10 @@ def real_digits(labels: np.ndarray) -> np.ndarray:
 
 
 def score(evaluator: Evaluator, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The evaluator's metrics, quiet about the ridge that FID needs when samples are fewer than feature dims."""
+    """The evaluator's metrics, quiet about few samples (the table's real-digit row is the floor at this count)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="singular covariance product")
+        warnings.simplefilter("ignore", FewSamplesWarning)
         return evaluator(images, labels)
 
 

@@ -41,7 +41,7 @@ def _umask() -> int:
 def check_output_file(path: str | Path, suffixes: Sequence[str], option: str = "--out") -> Path:
     """Raise ConfigError unless `path` can be written as a file with one of `suffixes` (e.g. `.json`)."""
     path = Path(path)
-    if path.suffix.lower() not in suffixes:
+    if path.suffix not in suffixes:
         raise ConfigError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; give a file name such as {path / ('NAME' + suffixes[0])}")

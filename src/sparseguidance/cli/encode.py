@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from sparseguidance.cli.arguments import whole
 from sparseguidance.data import ImageFolder, encode_images
 from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.files import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vae", required=True, type=Path, help="local diffusers AutoencoderKL folder (e.g. sd-vae-ft-ema)"
     )
-    parser.add_argument("--image-size", type=int, default=256, help="center-crop and resize to this (default 256)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=10_000, help="samples per shard")
+    parser.add_argument("--image-size", type=whole(8), default=256, help="center-crop and resize to this (default 256)")
+    parser.add_argument("--batch-size", type=whole(1), default=32)
+    parser.add_argument("--shard-size", type=whole(1), default=10_000, help="samples per shard")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -42,6 +44,7 @@ def load_vae(path: Path, device: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Encode the folder and report where the shards went."""
+    check_output_folder(args.out, "OUT")
     vae = load_vae(args.vae, args.device)
     dataset = ImageFolder(args.images, args.image_size, channels=3)
     count = encode_images(dataset, vae, args.out, args.batch_size, args.shard_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sparseguidance.files import check_output_file
 from sparseguidance.metrics.evaluate import EXTRACTORS, METRICS, EvalConfig, Evaluator
 from sparseguidance.metrics.sources import MNIST_PREFIX
 from sparseguidance.provenance import provenance, write_json
@@ -63,10 +64,10 @@ def default_out(samples: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the metrics, print a table and write the JSON file."""
+    out = check_output_file(args.out or default_out(args.samples), (".json",))
     config = EvalConfig(args.features, args.metrics, args.weights, args.batch_size, args.device)
     evaluator = Evaluator(args.ref, config, progress=not args.no_progress)
     results = evaluator(args.samples)
-    out = args.out or default_out(args.samples)
     write_json(
         out,
         {

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from sparseguidance.checkpoints import config_path
+from sparseguidance.files import check_output_file
 from sparseguidance.metrics.mnist_features import (
     SHIPPED,
     TrainConfig,
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train on the `train` split, measure the `heldout` accuracy, write weights + JSON."""
+    check_output_file(args.out, (".safetensors",))
+    check_output_file(config_path(args.out), (".json",), "--out (its JSON beside it)")
     if args.threads:
         torch.set_num_threads(args.threads)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)

@@ -7,6 +7,7 @@ sets against one reference without reloading either.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,21 @@ class EvalConfig:
             raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+class FewSamplesWarning(UserWarning):
+    """Fewer samples than feature dimensions: FID, sFID and precision/recall mostly measure the count."""
+
+
+def warn_if_few(count: int, dim: int) -> None:
+    """Warn when `count` samples cannot fill a `dim`-d covariance, so the metrics mean little on their own."""
+    if count <= dim:
+        warnings.warn(
+            f"only {count} samples for {dim}-d features: the covariance is singular and FID, sFID and P/R mostly "
+            f"measure the sample count; compare them only with numbers from as many samples (ADM uses 50,000)",
+            FewSamplesWarning,
+            stacklevel=3,
+        )
 
 
 class Evaluator:
@@ -143,6 +159,8 @@ class Evaluator:
     def score(self, feats: Features, labels: np.ndarray | None = None) -> dict[str, float]:
         """Metrics of samples whose features are already extracted (by `features`), as `__call__` returns them."""
         wanted = self.metrics(labels is not None)
+        if {"fid", "sfid", "pr"} & set(wanted):
+            warn_if_few(*feats.pool.shape)
         results: dict[str, float] = {}
         if "fid" in wanted:
             results["fid"] = frechet_distance(fit_gaussian(feats.pool), self.reference.pool)

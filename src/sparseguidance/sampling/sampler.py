@@ -26,6 +26,7 @@ from sparseguidance.sampling.seeds import LABELS, gaussian, sample_generators
 
 INTEGRATORS: dict[str, Integrator] = {"euler": euler, "heun": heun, "sde": euler_maruyama}
 CLASS_CHOICES = ("all", "random")  # besides an explicit list of classes
+MAX_IMAGES = 10_000_000  # 200 × the 50,000 of an FID run: a larger count is a typo (and would not fit in memory)
 
 
 @dataclass(frozen=True)
