@@ -7,6 +7,8 @@ checkpoint describes itself. Both are written to a temporary name and renamed, c
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,11 +95,7 @@ def read_released_state_dict(path: str | Path, which: str = "ema") -> dict[str, 
     """Weights from a `.pt` file: a plain state dict, `{"model", "ema"}` (DiT/SiT) or `{"ema_state_dict"…}` (TREAD)."""
     if which not in STATE_DICT_KEYS:
         raise ConfigError(f"which must be one of {', '.join(STATE_DICT_KEYS)}, got {which!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, unpickling error, unsupported pickle content
-        detail = f"{type(e).__name__}: {e}"
-        raise CheckpointError(f"{path} is corrupt, truncated or not a PyTorch checkpoint ({detail})") from None
+    obj = torch_load(path, f"{path} is corrupt, truncated or not a PyTorch checkpoint")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     for key in STATE_DICT_KEYS[which]:
@@ -112,6 +110,25 @@ def read_released_state_dict(path: str | Path, which: str = "ema") -> dict[str, 
             name = name.removeprefix(prefix)
         state[name] = tensor
     return state
+
+
+def torch_load(path: str | Path, problem: str) -> Any:
+    """torch.load with weights_only=True (tensors and plain containers: no code runs); a refusal is CheckpointError
+    `PROBLEM (the reason in one line)`."""
+    with warnings.catch_warnings():  # torch's notes on pickle protocols and TorchScript: the error says enough
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zips, foreign pickles, TorchScript archives: torch raises several types
+            raise CheckpointError(f"{problem} ({load_failure(e)})") from None
+
+
+def load_failure(e: Exception) -> str:
+    """The gist of a torch.load error in one line: the weights-only unpickler's reason, else the first sentence."""
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", text)
+    reason = found.group(1) if found else text.split(". ")[0].splitlines()[0]
+    return f"{type(e).__name__}: {reason}"
 
 
 def infer_config(state: Mapping[str, torch.Tensor], source: str | Path = "state dict") -> ModelConfig:

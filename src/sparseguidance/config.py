@@ -161,7 +161,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
 
 
 def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:

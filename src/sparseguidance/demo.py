@@ -93,7 +93,8 @@ class DemoSettings:
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
             self.num_images is None or least <= self.num_images <= MAX_IMAGES,
-            f"num_images must be at least {least} (classes × per_class, and 2 for FID), got {self.num_images}",
+            f"num_images must be at least {least} (classes × per_class, and 2 for FID) and at most {MAX_IMAGES:,}, "
+            f"got {self.num_images}",
         )
         require(self.grid_size <= MAX_IMAGES, f"classes × per_class must be at most {MAX_IMAGES:,}")
 

@@ -6,6 +6,7 @@ import argparse
 import math
 from collections.abc import Callable
 
+from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
 from sparseguidance.models import MaskDecoderConfig
 
@@ -56,7 +57,10 @@ def parse_route(text: str) -> tuple[int, int]:
 def parse_decoder(text: str) -> MaskDecoderConfig:
     """`8x512x16` -> MaskDecoderConfig(depth=8, width=512, heads=16)."""
     depth, width, heads = _numbers(text, "x", 3, int, "DEPTHxWIDTHxHEADS, e.g. 8x512x16")
-    return MaskDecoderConfig(depth, width, heads)
+    try:
+        return MaskDecoderConfig(depth, width, heads)
+    except ConfigError as e:  # argparse would hide the reason of a ValueError behind "invalid value"
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_interval(text: str) -> tuple[float, float]:

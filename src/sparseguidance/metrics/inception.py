@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from sparseguidance.checkpoints import check_finite
+from sparseguidance.checkpoints import check_finite, torch_load
 from sparseguidance.errors import CheckpointError
 from sparseguidance.metrics.features import FeatureExtractor, as_nhwc
 
@@ -388,12 +389,12 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
                 f"default_1.pt is read as one. Convert yours, where you trust it, to a state dict: {CONVERT}"
             )
         return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch and safetensors raise several types for a file that is not a checkpoint
-        raise CheckpointError(f"cannot read Inception weights {path} ({e})") from None
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read Inception weights {path} ({e})") from None
+    state = torch_load(path, f"cannot read Inception weights {path}")
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     return dict(state)
