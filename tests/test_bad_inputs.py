@@ -433,3 +433,25 @@ def test_a_bad_input_fails_in_one_line_and_writes_nothing(template, message, wor
     assert "Traceback" not in captured.err and captured.out == ""
     assert not list(out.iterdir()), "created " + ", ".join(p.name for p in out.iterdir())
     assert snapshot(world["w"]) == before
+
+
+def test_an_os_error_during_a_run_is_one_line_naming_the_path(monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/out/shard-00003.npz")
+
+    monkeypatch.setattr("sparseguidance.cli.flops.report", disk_full)
+    assert main(["flops", "--model", "SiT-S/2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sparseguidance flops: error: /data/out/shard-00003.npz: No space left on device\n"
+
+
+def test_few_samples_give_one_warning_line_and_the_results(world, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["eval", str(world["samples_npz"]), "--ref", str(world["ref_npz"]), "--features", "mnist", "--no-progress"]
+    assert main([*args, "--metrics", "fid", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "sparseguidance eval: warning: only 12 samples for 128-d features" in err and "Traceback" not in err
+    assert all(line.startswith("sparseguidance eval: warning:") for line in err.splitlines())
+    assert "fid" in json.loads(out.read_text())["metrics"]
+    assert main([*args, "--metrics", "acc", "--out", str(out)]) == 0  # accuracy does not depend on a covariance
+    assert "only 12 samples" not in capsys.readouterr().err

@@ -1,20 +1,23 @@
 """Nothing non-finite passes silently: diverged training stops and keeps its last good checkpoint; NaN weights,
-NaN statistics, NaN or infinite settings and YAML strings standing in for booleans are refused."""
+NaN statistics, NaN latents, NaN or infinite settings and YAML strings standing in for booleans are refused."""
 
 from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from PIL import Image
 from training_fixtures import tiny_train_data, write_latents
 
 import sparseguidance.training.trainer as trainer_module
 from sparseguidance.checkpoints import load_model, save_model
 from sparseguidance.cli import main
+from sparseguidance.data import ImageFolder, LatentShards, encode_images
 from sparseguidance.errors import CheckpointError, ConfigError, DataError
 from sparseguidance.guidance import make_guidance
 from sparseguidance.metrics.frechet import Gaussian
@@ -111,3 +114,32 @@ def test_yaml_booleans_must_be_booleans(data_dir, tmp_path, text):
 def test_model_fields_have_their_types_in_python_too(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         ModelConfig(**{field: value})
+
+
+class ConstantVAE(torch.nn.Module):
+    """Stands in for an AutoencoderKL: every image encodes to the same 4×2×2 latent."""
+
+    config = SimpleNamespace(scaling_factor=0.5)
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def encode(self, x: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=self.value.expand(len(x), 4, 2, 2)))
+
+
+def test_encode_reports_what_it_wrote_and_never_writes_nan_latents(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp_path / "images" / c / f"{i}.png")
+    images = ImageFolder(tmp_path / "images", 8, 3)
+    assert encode_images(images, ConstantVAE(1.0), tmp_path / "ok", batch_size=3, shard_size=3) == 4
+    assert len(LatentShards(tmp_path / "ok")) == 4
+    with pytest.raises(DataError, match="NaN or infinite latents for images 0..2"):
+        encode_images(images, ConstantVAE(math.nan), tmp_path / "nan", shard_size=3)
+    assert not list((tmp_path / "nan").glob("*.latents.npy"))
+    for sizes in ((0, 3), (3, 0), (-1, 3)):
+        with pytest.raises(ConfigError, match="batch_size and shard_size must be at least 1"):
+            encode_images(images, ConstantVAE(1.0), tmp_path / "none", *sizes)
