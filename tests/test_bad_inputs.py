@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import pickle
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import save_tiny_vae, tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from training_fixtures import tiny_train_data, write_latents
@@ -57,7 +58,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (w / "junk.pt").write_bytes(b"not a checkpoint")
     (w / "pickle.pt").write_bytes(pickle.dumps({"model": Payload(w / "pwned")}))
     torch.save({"model": Payload(w / "pwned")}, w / "pickle-zip.pt")
-    torch.jit.script(torch.nn.Linear(2, 2)).save(str(w / "script.pt"))
+    with warnings.catch_warnings():  # torch.jit.script is deprecated; here it only makes a TorchScript file
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(w / "script.pt"))
 
     digits = np.random.default_rng(0).integers(0, 256, size=(12, 32, 32, 1), dtype=np.uint8)
     np.savez(w / "samples.npz", arr_0=digits, arr_1=np.arange(12) % 10)
@@ -382,17 +385,7 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 @pytest.fixture(scope="module")
 def vae(world):
     """A tiny diffusers AutoencoderKL folder at {w}/vae (for the encode rows that get past loading it)."""
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    model = diffusers.AutoencoderKL(
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    model.save_pretrained(world["w"] / "vae")
+    save_tiny_vae(world["w"] / "vae")
     return world["w"] / "vae"
 
 

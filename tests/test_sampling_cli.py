@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import save_tiny_vae, tiny_model
 from PIL import Image
 
 import sparseguidance.cli.sample as sample_cli
@@ -121,18 +121,9 @@ def test_latent_model_needs_a_vae(tmp_path, capsys):
 
 
 def test_vae_decodes_latents_to_images(tmp_path):
-    diffusers = pytest.importorskip("diffusers")
+    save_tiny_vae(tmp_path / "vae")
     from sparseguidance.sampling.vae import load_vae
 
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    vae.save_pretrained(tmp_path / "vae")
     images = load_vae(tmp_path / "vae")(torch.randn(2, 4, 8, 8))
     assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1
     save_model(tiny_model(in_channels=4), tmp_path / "latent.safetensors")
