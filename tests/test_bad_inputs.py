@@ -332,7 +332,7 @@ CASES: list[tuple[str, str]] = [
     (DEMO + " --per-class 0", "per_class must be at least 1"),
     (DEMO + " --steps 0", "steps must be at least 1"),
     (DEMO + " --batch-size 0", "batch_size must be at least 1"),
-    (DEMO + " --seed -1", "seeds and sample indices must be ≥ 0"),
+    (DEMO + " --seed -1", "seed must be ≥ 0, got -1"),
     (DEMO + " --classes 11", "classes must be 'all', 'random' or a list"),
     (DEMO + " --classes random", "the demo shows fixed classes"),
     (DEMO + " --model mnist-nope", "unknown model 'mnist-nope'"),

@@ -80,6 +80,7 @@ class DemoSettings:
         for name in ("per_class", "steps", "batch_size"):
             require(v[name] >= 1, f"{name} must be at least 1, got {v[name]}")
         require(len(self.classes) > 0, "give at least one class")
+        require(self.seed >= 0, f"seed must be ≥ 0, got {self.seed}")
         for name in ("cfg_scale", "sg_scale"):
             ok = math.isfinite(v[name]) and v[name] >= 1
             require(ok, f"{name} must be a finite guidance scale ω ≥ 1 (1: no guidance), got {v[name]}")

@@ -39,7 +39,7 @@ class EvalConfig:
 
     features: str = "inception"  # a key of EXTRACTORS
     metrics: tuple[str, ...] | None = None  # subset of METRICS; None = every one the extractor and data allow
-    weights: str | None = None  # extractor weights file; None = the default (see load_inception / load_classifier)
+    weights: str | Path | None = None  # extractor weights; None = the default (see load_inception / load_classifier)
     batch_size: int = 50  # images per extractor forward
     device: str = "cpu"
 
