@@ -67,6 +67,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
     np.savez(w / "nolabels.npz", arr_0=digits)
     np.savez(w / "float.npz", arr_0=digits.astype(np.float32))
     np.savez(w / "badlabels.npz", arr_0=digits, arr_1=np.arange(5))
+    np.savez(w / "object.npz", arr_0=np.array([{"a": 1}], dtype=object))
+    (w / "trunc.npz").write_bytes((w / "samples.npz").read_bytes()[:5000])
+    (w / "trunc.safetensors").write_bytes((w / "model.safetensors").read_bytes()[:5000])
+    (w / "trunc.json").write_text((w / "model.json").read_text())
+    (w / "badlatents").mkdir()
+    (w / "badlatents" / "shard.npz").write_bytes((w / "samples.npz").read_bytes()[:5000])
     assert main(["ref-stats", str(w / "samples.npz"), "--features", "mnist", "--out", str(w / "ref.npz")]) == 0
     with np.load(w / "ref.npz") as archive:
         np.savez(w / "nanref.npz", **{**archive, "mu": archive["mu"] * np.nan})
@@ -175,6 +181,7 @@ CASES: list[tuple[str, str]] = [
     (sampling("mnist-routing@123"), "has no snapshot of step 123"),
     (sampling("{junk_safetensors}"), "is missing: a .safetensors checkpoint needs its JSON"),
     (sampling("{junk_pt}"), "is corrupt, truncated or not a PyTorch checkpoint"),
+    (sampling("{trunc_safetensors}"), "is corrupt or truncated"),
     (sampling("{pickle_pt}"), "is corrupt, truncated or not a PyTorch checkpoint"),
     (sampling("{pickle_zip_pt}"), "is corrupt, truncated or not a PyTorch checkpoint"),
     (sampling("{script_pt}"), "is corrupt, truncated or not a PyTorch checkpoint"),
@@ -210,6 +217,9 @@ CASES: list[tuple[str, str]] = [
     (EVAL.replace("{samples_npz}", "{badlabels_npz}"), "labels must be 12 non-negative integers"),
     (EVAL.replace("{samples_npz}", "{nolabels_npz}") + " --metrics acc", "accuracy needs the requested labels"),
     (EVAL.replace("{samples_npz}", "{empty}"), "holds no images"),
+    (EVAL.replace("{samples_npz}", "{trunc_npz}"), "cannot read"),
+    (EVAL.replace("{samples_npz}", "{object_npz}"), "Object arrays cannot be loaded"),
+    (EVAL.replace("{ref_npz}", "{trunc_npz}"), "cannot read"),
     (EVAL.replace("{ref_npz}", "{nanref_npz}"), "hold NaN or infinite values"),
     (EVAL.replace("{ref_npz}", "{junk_npz}"), "cannot read"),
     (EVAL.replace("{ref_npz}", "{incref_npz}"), "features of different networks are not comparable"),
@@ -236,6 +246,7 @@ CASES: list[tuple[str, str]] = [
     (REF.replace("{samples_npz}", "{w}/absent"), "is neither an .npz file nor an image folder"),
     (REF.replace("{samples_npz}", "mnist5k:test"), "unknown MNIST-5k split"),
     (REF.replace("{samples_npz}", "{empty}"), "holds no images"),
+    (REF.replace("{samples_npz}", "{trunc_npz}"), "cannot read"),
     (REF + " --batch-size 0", "batch size must be at least 1"),
     (REF.replace("mnist", "inception") + " --weights {script_pt}", "TorchScript archive, which runs code"),
     (REF + " --weights {nancls_safetensors}", "holds NaN or infinite values"),
@@ -296,6 +307,7 @@ CASES: list[tuple[str, str]] = [
     (TRAIN + " --set data.num_workers=-1", "data.num_workers must be ≥ 0"),
     (TRAIN + """ --set "data.num_workers='2'" """, "data.num_workers must be a whole number, got '2'"),
     (TRAIN + " --set data.path={w}/absent", "does not exist"),
+    (TRAIN + " --set data.path={badlatents}", "cannot read latent shard"),
     (TRAIN + " --set data.source=web", "data.source must be one of"),
     (TRAIN + " --set data.split=train", "data.split applies to source mnist5k only"),
     (TRAIN + " --set train.lrr=1", "unknown key(s) lrr"),
@@ -448,3 +460,11 @@ def test_few_samples_give_one_warning_line_and_the_results(world, tmp_path, caps
     assert "fid" in json.loads(out.read_text())["metrics"]
     assert main([*args, "--metrics", "acc", "--out", str(out)]) == 0  # accuracy does not depend on a covariance
     assert "only 12 samples" not in capsys.readouterr().err
+
+
+def test_an_image_too_large_to_decode_safely_is_one_line(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses images of more than twice this: 16×16 is
+    args = ["eval", str(world["images"]), "--ref", str(world["ref_npz"]), "--features", "mnist", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "decompression bomb" in err and err.count("\n") == 1

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError, DataError
-from sparseguidance.files import atomic_write
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.images import from_uint8
 
 MNIST_HELDOUT_PER_CLASS = 100  # the last 100 digits of each class (file order) form the fixed held-out split
@@ -169,7 +169,7 @@ class ImageFolder(LabeledDataset):
         try:
             with Image.open(path) as image:
                 fitted = ImageOps.fit(image.convert(self.mode), (self.image_size,) * 2, Image.Resampling.BICUBIC)
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path} ({e})") from None
         return np.asarray(fitted, dtype=np.uint8)
 
@@ -228,7 +228,7 @@ def load_shard(path: Path) -> tuple[np.ndarray, np.ndarray]:
             labels = np.load(path.with_name(path.name.replace(".latents.npy", ".labels.npy")))
     except KeyError as e:
         raise DataError(f"{path} has no array {e.args[0]} (expected 'latents' and 'labels')") from None
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"cannot read latent shard {path} ({e})") from None
     if latents.ndim != 4 or labels.ndim != 1 or len(latents) != len(labels):
         raise DataError(f"{path}: expected latents (N, C, H, W) and labels (N,), got {latents.shape}, {labels.shape}")

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sparseguidance.errors import ConfigError
+
+# What np.load raises for a file that is not a readable npz: missing, truncated, damaged, holding pickles.
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

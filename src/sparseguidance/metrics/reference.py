@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseguidance.errors import ConfigError, DataError
-from sparseguidance.files import atomic_write
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.metrics.features import Features
 from sparseguidance.metrics.frechet import Gaussian, fit_gaussian
 from sparseguidance.metrics.inception import TAG as INCEPTION_TAG
@@ -57,7 +57,7 @@ def is_statistics_file(path: str | Path) -> bool:
     try:
         with np.load(path) as archive:
             return "mu" in archive.files
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"cannot read {path} ({e})") from None
 
 
@@ -88,5 +88,5 @@ def load_reference(path: str | Path) -> ReferenceStats:
             spatial = Gaussian(archive["mu_s"], archive["sigma_s"]) if "mu_s" in archive.files else None
             features = archive["features"] if "features" in archive.files else None
             return ReferenceStats(tag, Gaussian(archive["mu"], archive["sigma"]), spatial, features)
-    except (OSError, ValueError, KeyError) as e:
+    except (*NPZ_ERRORS, KeyError) as e:
         raise DataError(f"cannot read reference statistics {path} ({e})") from None
