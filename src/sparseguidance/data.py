@@ -74,6 +74,7 @@ SOURCES = ("mnist5k", "folder", "latents")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Settings that only one source reads; giving them to another source is a mistake, not something to ignore.
 ONLY_FOR = {"split": "mnist5k", "image_size": "folder", "channels": "folder"}
+MAX_WORKERS = 64  # DataLoader processes; far more is a typo that would fork the machine to a halt
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ class DataConfig:
             raise ConfigError("an image folder needs data.image_size and data.channels (1 or 3)")
         if self.source == "latents" and self.hflip:
             raise ConfigError("data.hflip does not apply to latents: encode flipped images instead")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be ≥ 0, got {self.num_workers}")
+        if not 0 <= self.num_workers <= MAX_WORKERS:
+            raise ConfigError(f"data.num_workers must be from 0 to {MAX_WORKERS}, got {self.num_workers}")
 
 
 class LabeledDataset(Dataset):
