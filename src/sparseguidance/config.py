@@ -17,6 +17,7 @@ import yaml
 from sparseguidance.errors import ConfigError
 
 T = TypeVar("T")
+MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed takes
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sparseguidance.checkpoints import check_finite, config_path
-from sparseguidance.config import check_types, from_dict, to_dict
+from sparseguidance.config import MAX_SEED, check_types, from_dict, to_dict
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import CheckpointError, ConfigError, DataError
 from sparseguidance.files import atomic_write
@@ -65,6 +65,8 @@ class TrainConfig:
         check_types(self, "train-features: ")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.shift < 0:
             raise ConfigError(f"train-features: epochs, batch_size ≥ 1, lr > 0, weight_decay, shift ≥ 0; got {self}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train-features: seed must be from 0 to 2**64 − 1, got {self.seed}")
 
 
 class MnistClassifier(FeatureExtractor):
