@@ -33,7 +33,15 @@ from sparseguidance.sampling.outputs import (
     shard_range,
     write_shard,
 )
-from sparseguidance.sampling.sampler import CLASS_CHOICES, INTEGRATORS, MAX_IMAGES, Cost, class_labels, generate
+from sparseguidance.sampling.sampler import (
+    CLASS_CHOICES,
+    INTEGRATORS,
+    MAX_IMAGES,
+    MAX_STEPS,
+    Cost,
+    class_labels,
+    generate,
+)
 
 PIXEL_CHANNELS = (1, 3)  # models with other channel counts sample SD-VAE latents, decoded with --vae
 
@@ -79,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # --num-images, not --num: torchrun would take --num as an ambiguous abbreviation of its own --numa-binding
     parser.add_argument("--num-images", type=whole(1, MAX_IMAGES), default=16, help="number of images (default 16)")
     parser.add_argument("--seed", type=whole(0), default=0, help="image k depends only on (seed, k) (default 0)")
-    parser.add_argument("--steps", type=whole(1), default=40, help="sampling steps (default 40)")
+    parser.add_argument("--steps", type=whole(1, MAX_STEPS), default=40, help="sampling steps (default 40)")
     parser.add_argument("--sampler", choices=list(INTEGRATORS), default="euler", help="integrator (default euler)")
     parser.add_argument("--batch-size", type=whole(1), default=32, help="images per batch; does not change them")
     parser.add_argument("--shard-size", type=whole(1), default=1000, help="images per npz shard (default 1000)")
