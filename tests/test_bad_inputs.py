@@ -367,6 +367,7 @@ CASES: list[tuple[str, str]] = [
     # ------------------------------------------------------------------------------------------- study
     ("study --preset huge", "invalid choice"),
     (STUDY + " --set steps=0", "steps must be a whole number ≥ 1"),
+    (STUDY + " --set steps=99999999999999999999", "steps must be at most 100,000"),
     (STUDY + " --set scales=[.inf]", "scales must be a list of a finite number"),
     (STUDY + " --set scales=[]", "scales must be a non-empty list"),
     (STUDY + " --set scales=[1,a]", "scales: expected a number, got 'a'"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GammaSchedule, Guidance, as_schedule, make_guidance
-from sparseguidance.sampling.sampler import INTEGRATORS, MAX_IMAGES
+from sparseguidance.sampling.sampler import INTEGRATORS, MAX_IMAGES, MAX_STEPS
 from sparseguidance.sparsity import check_gamma
 
 SPARSITIES = ("routing", "masking")  # the two token-sparse families; each has its shipped model
@@ -60,8 +60,8 @@ class StudyPreset:
         check_types(self, "study preset: ")
         for name in ("steps", "tune_images", "final_images", "threads", "batch_size"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
-        for name in ("tune_images", "final_images"):
-            require(getattr(self, name) <= MAX_IMAGES, f"{name} must be at most {MAX_IMAGES:,}", getattr(self, name))
+        for name, most in (("steps", MAX_STEPS), ("tune_images", MAX_IMAGES), ("final_images", MAX_IMAGES)):
+            require(getattr(self, name) <= most, f"{name} must be at most {most:,}", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
         require(self.sampler in INTEGRATORS, f"sampler must be one of {', '.join(INTEGRATORS)}", self.sampler)
         for name in ("scales", "heat_scales", "heat_strong", "heat_weak", "routing_sg", "masking_sg"):
