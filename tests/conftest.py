@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,21 @@ def tiny_inputs(batch: int = 3, seed: int = 1, config: ModelConfig = TINY) -> tu
     y = torch.randint(0, config.num_classes, (batch,), generator=gen)
     y[-1] = config.num_classes
     return x, t, y
+
+
+def save_tiny_vae(folder: Path) -> None:
+    """Save a randomly initialised two-level diffusers AutoencoderKL (4 latent channels, 2× down) in `folder`."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    vae.save_pretrained(folder)
 
 
 @pytest.fixture

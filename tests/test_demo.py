@@ -80,7 +80,7 @@ def test_a_fixed_image_count_gives_the_same_table_whatever_the_batching(model):
         (["--gamma-weak", "1"], "must lie in [0, 1)"),
         (["--gamma-strong", "-0.1"], "must lie in [0, 1)"),
         (["--cfg-scale", "0.5"], "ω ≥ 1"),
-        (["--sg-scale", "nan"], "ω ≥ 1"),
+        (["--sg-scale", "nan"], "sg_scale must be a finite number"),
         (["--num-images", "1"], "num_images must be at least 2"),
         (["--steps", "0"], "steps must be at least 1"),
         (["--model", "mnist-nope"], "neither a file nor a shipped model; did you mean mnist-dense?"),

@@ -217,13 +217,14 @@ def test_eval_states_each_metrics_convention_and_warns_of_too_few_samples(tmp_pa
     samples, out = images_npz(tmp_path, digits("train", 12)[0]), tmp_path / "metrics.json"
     command = ["eval", samples, "--ref", "mnist5k:heldout", "--no-progress", "--out", str(out)]
     assert main(command) == 0
-    printed, written = capsys.readouterr().out, json.loads(out.read_text())
+    captured, written = capsys.readouterr(), json.loads(out.read_text())
+    printed = captured.out
     assert written["conventions"] == {"fid": "adm", "sfid": "adm", "is": "chunks-5000", "pr": "adm-float16"}
     assert written["sample_count"] == 12 and set(written["warnings"]) == {"fid", "is"}  # sFID: 12 ≥ 8
     assert "chunks-5000: consecutive chunks of 5,000 samples" in printed and "here 1 part of 12" in printed
     assert "Recall" in printed and "adm-float16: k = 3, distances in float16" in printed
-    assert "warning: FID of 12 samples in 16 feature dimensions: the covariance is singular" in printed
-    assert "warning: IS over a part of 12 samples" in printed
+    assert "eval: warning: FID of 12 samples in 16 feature dimensions: the covariance is singular" in captured.err
+    assert "eval: warning: IS over a part of 12 samples" in captured.err
     images_npz(tmp_path, digits("train", 40)[0])  # the same file, now 40 images
     assert main([*command, "--is-convention", "splits-10", "--pr-distances", "float32"]) == 0
     written = json.loads(out.read_text())

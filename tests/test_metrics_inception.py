@@ -1,12 +1,20 @@
-"""The FID Inception: feature shapes, the sFID flatten order, TF1 resizing, and loading weights in both layouts."""
+"""The FID Inception: feature shapes, the sFID flatten order, TF1 resizing, loading weights, refusing TorchScript."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
+import sparseguidance.metrics.inception as inception_module
 from sparseguidance.errors import CheckpointError, DataError
 from sparseguidance.metrics.inception import (
     InceptionV3,
@@ -223,19 +231,62 @@ class Wrapper(nn.Module):
         return self.net(x)
 
 
-def test_torchscript_port_in_the_fid_helper_layout_converts_and_matches(tmp_path):
+@pytest.fixture(scope="module")
+def torchscript_port(tmp_path_factory):
+    """(path of a traced TorchScript port in fid-helper's layout, normalised inputs, what the port computes)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 75, 75, generator=gen) * 2 - 1  # normalised inputs at the smallest size the net takes
     oracle = Wrapper(gen).eval()
+    path = tmp_path_factory.mktemp("port") / "default_1.pt"
     with torch.no_grad():
-        torch.jit.trace(oracle, x, check_trace=False).save(str(tmp_path / "default_1.pt"))
+        torch.jit.trace(oracle, x, check_trace=False).save(str(path))
         expected = oracle(x)  # what the traced module computes, without TorchScript's warm-up runs
-    model = load_inception(tmp_path / "default_1.pt").to(memory_format=torch.contiguous_format)
+    return path, x, expected
+
+
+def never_jit_load(*args, **kwargs):
+    pytest.fail(f"torch.jit.load was called on {args[0]}: a TorchScript file ran before it was refused")
+
+
+def test_an_unknown_torchscript_file_is_refused_before_anything_loads_it(torchscript_port, monkeypatch, tmp_path):
+    path, _, _ = torchscript_port
+    renamed = tmp_path / "looks-like-pytorch-fid.pth"  # the suffix does not matter
+    renamed.write_bytes(path.read_bytes())
+    monkeypatch.setattr(torch.jit, "load", never_jit_load)
+    for weights in (path, renamed):
+        with pytest.raises(CheckpointError, match="TorchScript archive, which runs code when loaded"):
+            load_inception(weights)
+
+
+def test_torchscript_is_loaded_only_when_its_hash_is_the_pinned_one(torchscript_port, monkeypatch):
+    path, x, expected = torchscript_port
+    monkeypatch.setattr(inception_module, "FID_HELPER_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    model = load_inception(path).to(memory_format=torch.contiguous_format)
     assert model.outputs == ("pool", "spatial")  # the port has no classifier
     assert sum(1 for name in model.state_dict() if name.endswith("conv.weight")) == 94
     with torch.inference_mode():
         ours = model.trunk(x)[0]
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_conversion_the_refusal_suggests_gives_a_safetensors_file_that_loads(torchscript_port, tmp_path):
+    path, x, expected = torchscript_port
+    command = shlex.split(inception_module.CONVERT)
+    assert command[0] == "python" and command[-2:] == ["IN.pt", "OUT.safetensors"]
+    command[-2:] = [str(path), "port.safetensors"]
+    subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    model = load_inception(tmp_path / "port.safetensors").to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        ours = model.trunk(x)[0]
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_with_nan_are_refused(tmp_path, inception):
+    state = {k: v.clone() for k, v in inception.state_dict().items()}
+    state["Mixed_6d.branch1x1.conv.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="Mixed_6d.branch1x1.conv.weight holds NaN"):
+        load_inception(tmp_path / "nan.safetensors")
 
 
 def test_pytorch_fid_layout_is_found_in_the_hub_cache_and_loads(tmp_path, monkeypatch, inception):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import save_tiny_vae, tiny_model
 from PIL import Image
 
 import sparseguidance.cli.sample as sample_cli
@@ -111,7 +111,7 @@ def test_autoguidance_from_a_second_checkpoint(checkpoint, tmp_path):
         (["--guidance", "sg", "--weak-checkpoint", "x.safetensors"], "does not use --weak-checkpoint"),
         (["--guidance", "sg", "--gamma-strong", "0.9", "--gamma-weak", "0.5"], "γ_strong ≤ γ_weak"),
         (["--route", "1-2"], "--route applies"),
-        (["--num-images", "0"], "at least 1"),
+        (["--classes", "7"], "classes must be"),
     ],
 )
 def test_user_errors_are_one_line(checkpoint, tmp_path, capsys, args, message):
@@ -128,18 +128,9 @@ def test_latent_model_needs_a_vae(tmp_path, capsys):
 
 
 def test_vae_decodes_latents_to_images(tmp_path):
-    diffusers = pytest.importorskip("diffusers")
+    save_tiny_vae(tmp_path / "vae")
     from sparseguidance.sampling.vae import load_vae
 
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
-    vae.save_pretrained(tmp_path / "vae")
     images = load_vae(tmp_path / "vae")(torch.randn(2, 4, 8, 8))
     assert images.shape == (2, 3, 16, 16) and images.abs().max() <= 1
     save_model(tiny_model(in_channels=4), tmp_path / "latent.safetensors")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import re
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from torch import nn
 
 from sparseguidance.config import from_dict, to_dict
 from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.files import atomic_write
 from sparseguidance.models import SIZES, ModelConfig, create_model
 from sparseguidance.models.dit import Route
 from sparseguidance.models.prediction import EDM, PREDICTIONS, Velocity, as_velocity, make_prediction, unwrap
@@ -41,29 +42,6 @@ PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
 EDM_PREFIX = "model."  # TREAD's train.py saves EDMPrecond(model=DiT): the whole network under `model.`
 # Released file names (DiT-XL-2-256x256.pt, SiT-XL-2-256x256.pt, …): DiT's are DDPM ε, SiT's flow velocity.
 RELEASED_NAMES = {"DiT-": "eps", "SiT-": "velocity"}
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def config_path(weights: str | Path) -> Path:
@@ -169,11 +147,7 @@ def read_released(path: Path, which: str = "ema") -> Stored:
     """A `.pt`: a state dict, `{"model", "ema"}` (DiT/SiT; ours adds its config) or `{"ema_state_dict"…}` (TREAD)."""
     if which not in STATE_DICT_KEYS:
         raise ConfigError(f"which must be one of {', '.join(STATE_DICT_KEYS)}, got {which!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, unpickling error, unsupported pickle content
-        detail = f"{type(e).__name__}: {e}"
-        raise CheckpointError(f"{path} is corrupt, truncated or not a PyTorch checkpoint ({detail})") from None
+    obj = torch_load(path, f"{path} is corrupt, truncated or not a PyTorch checkpoint")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     ours = obj.get("config")  # this library's latest.pt: {"model", "ema", …, "config": {"model": …}}
@@ -252,6 +226,25 @@ def load_model(
     return open_checkpoint(path, device, which, config, prediction).model
 
 
+def torch_load(path: str | Path, problem: str) -> Any:
+    """torch.load with weights_only=True (tensors and plain containers: no code runs); a refusal is CheckpointError
+    `PROBLEM (the reason in one line)`."""
+    with warnings.catch_warnings():  # torch's notes on pickle protocols and TorchScript: the error says enough
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zips, foreign pickles, TorchScript archives: torch raises several types
+            raise CheckpointError(f"{problem} ({load_failure(e)})") from None
+
+
+def load_failure(e: Exception) -> str:
+    """The gist of a torch.load error in one line: the weights-only unpickler's reason, else the first sentence."""
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", text)
+    reason = found.group(1) if found else text.split(". ")[0].splitlines()[0]
+    return f"{type(e).__name__}: {reason}"
+
+
 def infer_config(state: Mapping[str, torch.Tensor], source: str | Path = "state dict") -> ModelConfig:
     """Read a DiT/SiT architecture off its state dict (heads from the standard sizes, width / 64 otherwise)."""
     try:
@@ -298,4 +291,12 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
             if items
         ]
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
+    check_finite(state, source)
     model.load_state_dict(dict(state))
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Raise CheckpointError naming the first floating-point tensor that holds NaN or infinite values."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{source}: {name} holds NaN or infinite values (a diverged run or a damaged file)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -14,6 +17,7 @@ import yaml
 from sparseguidance.errors import ConfigError
 
 T = TypeVar("T")
+MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed takes
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
@@ -61,6 +65,61 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+def check_types(config: Any, prefix: str = "") -> None:
+    """Raise ConfigError unless every field of dataclass `config` has its annotated type.
+
+    Numbers must be finite, whole numbers whole, booleans real booleans (the YAML string 'false' is not
+    one), tuples sequences of their element type. Called from the configs' `__post_init__`, so YAML,
+    `--set` overrides and Python callers are held to the same types before any range check runs.
+    """
+    for name, hint in _field_hints(type(config)).items():
+        value = getattr(config, name)
+        if not _matches(hint, value):
+            raise ConfigError(f"{prefix}{name} must be {_describe(hint)}, got {value!r}")
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    """Whether `value` is of type `hint` (bool, int, float, str, tuples, unions, Literal, dataclasses)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(args[0], v) for v in value)
+        return len(value) == len(args) and all(_matches(a, v) for a, v in zip(args, value, strict=True))
+    if hint is bool or hint is str or hint is type(None):
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    """`float` -> 'a finite number', `tuple[int, int]` -> '[a whole number, a whole number]', …"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is tuple:
+        each = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        return f"a list of {_describe(each)}" if each else f"[{', '.join(map(_describe, args))}]"
+    names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}
+    return names.get(hint, "null" if hint is type(None) else getattr(hint, "__name__", str(hint)))
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain-data form of a config (tuples become lists), for JSON and YAML."""
 
@@ -103,7 +162,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
 
 
 def load_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:

@@ -19,8 +19,9 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from sparseguidance.checkpoints import atomic_write
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.images import from_uint8
 
 MNIST_HELDOUT_PER_CLASS = 100  # the last 100 digits of each class (file order) form the fixed held-out split
@@ -65,6 +66,7 @@ SOURCES = ("mnist5k", "folder", "latents")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Settings that only one source reads; giving them to another source is a mistake, not something to ignore.
 ONLY_FOR = {"split": "mnist5k", "image_size": "folder", "channels": "folder"}
+MAX_WORKERS = 64  # DataLoader processes; far more is a typo that would fork the machine to a halt
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes (image folders decode files; the others are in memory)
 
     def __post_init__(self) -> None:
+        check_types(self, "data.")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         for name, source in ONLY_FOR.items():
@@ -91,8 +94,8 @@ class DataConfig:
             raise ConfigError("an image folder needs data.image_size and data.channels (1 or 3)")
         if self.source == "latents" and self.hflip:
             raise ConfigError("data.hflip does not apply to latents: encode flipped images instead")
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be ≥ 0, got {self.num_workers}")
+        if not 0 <= self.num_workers <= MAX_WORKERS:
+            raise ConfigError(f"data.num_workers must be from 0 to {MAX_WORKERS}, got {self.num_workers}")
 
 
 class LabeledDataset(Dataset):
@@ -159,7 +162,7 @@ class ImageFolder(LabeledDataset):
         try:
             with Image.open(path) as image:
                 fitted = ImageOps.fit(image.convert(self.mode), (self.image_size,) * 2, Image.Resampling.BICUBIC)
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path} ({e})") from None
         return np.asarray(fitted, dtype=np.uint8)
 
@@ -218,7 +221,7 @@ def load_shard(path: Path) -> tuple[np.ndarray, np.ndarray]:
             labels = np.load(path.with_name(path.name.replace(".latents.npy", ".labels.npy")))
     except KeyError as e:
         raise DataError(f"{path} has no array {e.args[0]} (expected 'latents' and 'labels')") from None
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"cannot read latent shard {path} ({e})") from None
     if latents.ndim != 4 or labels.ndim != 1 or len(latents) != len(labels):
         raise DataError(f"{path}: expected latents (N, C, H, W) and labels (N,), got {latents.shape}, {labels.shape}")
@@ -268,12 +271,15 @@ def encode_images(
 
     Each latent is the posterior mean times the VAE's `scaling_factor` (0.18215 for SD-VAE), so the
     shards are ready to train on; stored as float16. Shards are `shard-NNNNN.latents.npy` + `.labels.npy`,
-    each written atomically, and `classes.json` names the classes.
+    each written atomically, and `classes.json` names the classes. The count returned is what was written.
     """
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError(f"batch_size and shard_size must be at least 1, got {batch_size}, {shard_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = next(vae.parameters()).device
     scale = float(vae.config.scaling_factor)
+    written = 0
     for shard, start in enumerate(range(0, len(dataset), shard_size)):
         indices = range(start, min(start + shard_size, len(dataset)))
         parts, labels = [], []
@@ -283,10 +289,14 @@ def encode_images(
                 latent = vae.encode(x.to(device)).latent_dist.mean * scale
             parts.append(latent.to(torch.float16).cpu().numpy())  # halves the disk; far below the VAE's own error
             labels.append(y.numpy())
-        save_array(out / f"shard-{shard:05d}.latents.npy", np.concatenate(parts))
+        latents = np.concatenate(parts)
+        if not np.isfinite(latents).all():
+            raise DataError(f"the VAE gave NaN or infinite latents for images {indices.start}..{indices.stop - 1}")
         save_array(out / f"shard-{shard:05d}.labels.npy", np.concatenate(labels))
+        save_array(out / f"shard-{shard:05d}.latents.npy", latents)  # last: a shard is complete once this exists
+        written += len(latents)
     atomic_write(out / "classes.json", lambda tmp: Path(tmp).write_text(json.dumps({"classes": dataset.classes})))
-    return len(dataset)
+    return written
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

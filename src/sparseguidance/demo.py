@@ -22,15 +22,18 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from sparseguidance.checkpoints import atomic_write, load_model
+from sparseguidance.checkpoints import load_model
+from sparseguidance.config import check_types
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import atomic_write
 from sparseguidance.guidance import Guidance, make_guidance
 from sparseguidance.images import to_uint8
-from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator
+from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator, FewSamplesWarning
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import SHIPPED_MODELS, resolve_checkpoint
 from sparseguidance.sampling import Cost, Samples, class_labels, generate
+from sparseguidance.sampling.sampler import MAX_IMAGES
 
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, 100 per class
 DIGIT_SHAPE = (1, 32, 32, 10)  # channels, height, width, classes: what the MNIST metrics score
@@ -70,10 +73,12 @@ class DemoSettings:
     batch_size: int = 32  # images per batch (does not change them)
 
     def __post_init__(self) -> None:
+        check_types(self)
         v = vars(self)
         for name in ("per_class", "steps", "batch_size"):
             require(v[name] >= 1, f"{name} must be at least 1, got {v[name]}")
         require(len(self.classes) > 0, "give at least one class")
+        require(self.seed >= 0, f"seed must be ≥ 0, got {self.seed}")
         for name in ("cfg_scale", "sg_scale"):
             ok = math.isfinite(v[name]) and v[name] >= 1
             require(ok, f"{name} must be a finite guidance scale ω ≥ 1 (1: no guidance), got {v[name]}")
@@ -85,9 +90,11 @@ class DemoSettings:
         )
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
-            self.num_images >= least,
-            f"num_images must be at least {least} (classes × per_class, and 2 for FID), got {self.num_images}",
+            least <= self.num_images <= MAX_IMAGES,
+            f"num_images must be at least {least} (classes × per_class, and 2 for FID) and at most {MAX_IMAGES:,}, "
+            f"got {self.num_images}",
         )
+        require(self.grid_size <= MAX_IMAGES, f"classes × per_class must be at most {MAX_IMAGES:,}")
 
     @property
     def grid_size(self) -> int:
@@ -214,9 +221,10 @@ def real_digits(labels: np.ndarray) -> np.ndarray:
 
 
 def score(evaluator: Evaluator, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The evaluator's metrics, quiet about the ridge that FID needs when samples are fewer than feature dims."""
+    """The evaluator's metrics, quiet about few samples (the table's real-digit row is the floor at this count)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="singular covariance product")
+        warnings.simplefilter("ignore", FewSamplesWarning)
         return evaluator(images, labels)
 
 

@@ -15,3 +15,7 @@ class CheckpointError(SparseGuidanceError):
 
 class DataError(SparseGuidanceError):
     """A dataset that is missing or has the wrong shape, channel count or classes."""
+
+
+class TrainingError(SparseGuidanceError):
+    """A run that cannot go on: its loss or weights are no longer finite (diverged)."""

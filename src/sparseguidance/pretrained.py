@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from sparseguidance.checkpoints import atomic_write, config_path, load_model
+from sparseguidance.checkpoints import config_path, load_model
 from sparseguidance.errors import CheckpointError
+from sparseguidance.files import atomic_write
 from sparseguidance.models import DiT
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "models"

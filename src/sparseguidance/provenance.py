@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sparseguidance.checkpoints import atomic_write
+from sparseguidance.files import atomic_write
 
 
 def machine() -> str:

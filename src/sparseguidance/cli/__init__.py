@@ -8,7 +8,9 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 from sparseguidance.errors import ConfigError, SparseGuidanceError
@@ -91,10 +93,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in COMPUTING:
             set_threads(args.threads)
-        return int(args.run(args) or 0)
+        with one_line_warnings(args.command):
+            return int(args.run(args) or 0)
     except SparseGuidanceError as e:
         print(f"sparseguidance {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a folder removed under a running job: the path and the reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sparseguidance {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparseguidance {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Show warnings as `sparseguidance COMMAND: warning: …` lines, without the source line Python adds."""
+
+    def show(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"sparseguidance {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
+from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
 from sparseguidance.models import MaskDecoderConfig
 
@@ -18,6 +21,33 @@ def _numbers(text: str, separator: str, count: int, kind: type, form: str) -> li
     return parts
 
 
+def whole(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `least` (to `most`), e.g. `type=whole(1)` for a count."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least or (most is not None and value > most):
+            bound = f"≥ {least}" if most is None else f"from {least} to {most:,}"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def finite(text: str) -> float:
+    """An argparse type: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def parse_route(text: str) -> tuple[int, int]:
     """`2-24` -> (2, 24): blocks 2..24, 0-based and inclusive."""
     start, end = _numbers(text, "-", 2, int, "START-END (0-based blocks, inclusive), e.g. 2-24")
@@ -27,7 +57,10 @@ def parse_route(text: str) -> tuple[int, int]:
 def parse_decoder(text: str) -> MaskDecoderConfig:
     """`8x512x16` -> MaskDecoderConfig(depth=8, width=512, heads=16)."""
     depth, width, heads = _numbers(text, "x", 3, int, "DEPTHxWIDTHxHEADS, e.g. 8x512x16")
-    return MaskDecoderConfig(depth, width, heads)
+    try:
+        return MaskDecoderConfig(depth, width, heads)
+    except ConfigError as e:  # argparse would hide the reason of a ValueError behind "invalid value"
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_interval(text: str) -> tuple[float, float]:

@@ -11,6 +11,7 @@ import torch
 
 from sparseguidance.cli.sample import parse_classes
 from sparseguidance.demo import DemoSettings, format_table, load_demo_model, run_demo, save_comparison, table_rows
+from sparseguidance.files import check_output_file
 from sparseguidance.provenance import provenance, write_json
 
 DEFAULTS = DemoSettings()
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Sample, write the image (and JSON), print the table."""
     started = time.perf_counter()
+    check_output_file(args.out, (".png",))
+    if args.json is not None:
+        check_output_file(args.json, (".json",), "--json")
     settings = DemoSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)})
     result = run_demo(load_demo_model(args.model), settings, progress=not args.no_progress)
     save_comparison(args.out, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sparseguidance.files import check_output_file
 from sparseguidance.metrics.evaluate import (
     EXTRACTORS,
     METRICS,
@@ -27,7 +28,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         metavar="PATH",
-        help="extractor weights (inception: pytorch-fid's .pth or a TorchScript port; default: found locally; "
+        help="extractor weights (inception: pytorch-fid's .pth or a .safetensors state dict; default: found locally; "
         "mnist: default the shipped classifier)",
     )
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
@@ -84,16 +85,16 @@ def default_out(samples: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the metrics, print a table with each one's convention, warn of too few samples, write the JSON file."""
+    out = check_output_file(args.out or default_out(args.samples), (".json",))
     config = EvalConfig(
         args.features, args.metrics, args.weights, args.batch_size, args.device, args.is_convention, args.pr_distances
     )
+    images = read_images(args.samples)  # a broken samples file is reported before any feature extraction
     evaluator = Evaluator(args.ref, config, progress=not args.no_progress)
-    images = read_images(args.samples)
     feats = evaluator.features(images, "samples")
     results = evaluator.score(feats, images.labels)
     conventions = {m: c for m, c in config.conventions().items() if RESULT_KEYS[m][0] in results}
     warnings = size_warnings(feats, results, config.is_convention)
-    out = args.out or default_out(args.samples)
     write_json(
         out,
         {
@@ -111,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
     for metric, convention in conventions.items():
         for key in RESULT_KEYS[metric]:
             print(f"{NAMES[key]:<12}{results[key]:>12.4f}   {convention_text(metric, convention, len(feats))}")
-    for warning in warnings.values():
-        print(f"warning: {warning}")
     if args.metrics is None:  # say why a metric was left out of the default set
         for metric, reason in evaluator.unsupported(has_labels="accuracy" in results).items():
             print(f"not computed: {metric}: {reason}")

@@ -14,6 +14,7 @@ from sparseguidance.flops import euler_step_flops, forward_flops
 from sparseguidance.guidance import Guidance
 from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, model_config
 from sparseguidance.pretrained import resolve_checkpoint
+from sparseguidance.sampling.sampler import MAX_STEPS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -67,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int) -> dict[str, Any]:
     """FLOPs summary of a guided Euler sampler: per dense forward, per step (mean) and per image, in GFLOPs."""
-    if num_steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {num_steps}")
+    if not 1 <= num_steps <= MAX_STEPS:
+        raise ConfigError(f"--steps must be from 1 to {MAX_STEPS:,}, got {num_steps}")
     step = euler_step_flops(guidance, main, weak, num_steps)
     return {
         "guidance": guidance.name,

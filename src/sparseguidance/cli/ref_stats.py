@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sparseguidance.cli.eval import add_extractor_arguments
 from sparseguidance.errors import DataError
+from sparseguidance.files import check_output_file
 from sparseguidance.metrics.evaluate import EvalConfig, Evaluator
 from sparseguidance.metrics.reference import is_statistics_file, save_reference
 from sparseguidance.metrics.sources import MNIST_PREFIX
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract the features of the images and write their statistics, tagged with the extractor."""
+    check_output_file(args.out, (".npz",))
     if is_statistics_file(args.images):
         raise DataError(f"{args.images} already holds statistics (mu, sigma); give images")
     config = EvalConfig(args.features, None, args.weights, args.batch_size, args.device)

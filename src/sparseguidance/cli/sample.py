@@ -18,12 +18,13 @@ from torch import nn
 from tqdm import tqdm
 
 from sparseguidance.checkpoints import open_checkpoint
-from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_route
+from sparseguidance.cli.arguments import add_guidance_arguments, finite, guidance_from_args, parse_route, whole
+from sparseguidance.data import IMAGE_SUFFIXES
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import check_output_file, check_output_folder
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.locks import hold
-from sparseguidance.models import DiT
 from sparseguidance.models.prediction import PREDICTIONS, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.outputs import (
@@ -37,7 +38,15 @@ from sparseguidance.sampling.outputs import (
     shard_range,
     write_shard,
 )
-from sparseguidance.sampling.sampler import CLASS_CHOICES, INTEGRATORS, Cost, class_labels, generate
+from sparseguidance.sampling.sampler import (
+    CLASS_CHOICES,
+    INTEGRATORS,
+    MAX_IMAGES,
+    MAX_STEPS,
+    Cost,
+    class_labels,
+    generate,
+)
 
 PIXEL_CHANNELS = (1, 3)  # models with other channel counts sample SD-VAE latents, decoded with --vae
 
@@ -81,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_guidance_arguments(parser)
     parser.add_argument(
-        "--scale", type=float, default=1.5, metavar="Ω", help="guidance scale ω; 1 = strong branch alone"
+        "--scale", type=finite, default=1.5, metavar="Ω", help="guidance scale ω; 1 = strong branch alone"
     )
     parser.add_argument(
         "--weak-checkpoint",
@@ -97,12 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="all, random (default) or 1,2,3",
     )
     # --num-images, not --num: torchrun would take --num as an ambiguous abbreviation of its own --numa-binding
-    parser.add_argument("--num-images", type=int, default=16, help="number of images (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="image k depends only on (seed, k) (default 0)")
-    parser.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
+    parser.add_argument("--num-images", type=whole(1, MAX_IMAGES), default=16, help="number of images (default 16)")
+    parser.add_argument("--seed", type=whole(0), default=0, help="image k depends only on (seed, k) (default 0)")
+    parser.add_argument("--steps", type=whole(1, MAX_STEPS), default=40, help="sampling steps (default 40)")
     parser.add_argument("--sampler", choices=list(INTEGRATORS), default="euler", help="integrator (default euler)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch; does not change them")
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per npz shard (default 1000)")
+    parser.add_argument("--batch-size", type=whole(1), default=32, help="images per batch; does not change them")
+    parser.add_argument("--shard-size", type=whole(1), default=1000, help="images per npz shard (default 1000)")
     parser.add_argument(
         "--vae",
         metavar="DIR|OWNER/NAME",
@@ -184,10 +193,20 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
     }
 
 
+def check_out(out: Path) -> None:
+    """Raise ConfigError unless --out can take a PNG grid (.png), an npz and its shard folder, or image files."""
+    if out.suffix == ".npz":
+        check_output_file(out, (".npz",))
+        check_output_folder(shard_folder(out), "--out (its shard folder)")
+    elif out.suffix.lower() in (*IMAGE_SUFFIXES, ".json", ".pt", ".safetensors"):
+        check_output_file(out, (".png",))  # a grid is a PNG; a folder of images has no file suffix
+    else:
+        check_output_folder(out)
+
+
 def run(args: argparse.Namespace) -> int:
     """Sample, write the output, print a summary."""
-    if args.num_images < 1 or args.shard_size < 1:
-        raise ConfigError(f"--num-images and --shard-size must be at least 1, got {args.num_images}, {args.shard_size}")
+    check_out(args.out)
     rank, world = distributed()
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
     guidance = guidance_from_args(args, args.scale)

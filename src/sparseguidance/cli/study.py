@@ -14,6 +14,7 @@ import torch
 
 from sparseguidance.config import apply_overrides, from_dict, to_dict
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import check_output_folder
 from sparseguidance.provenance import provenance
 from sparseguidance.study.cells import CellCache, CellSampler
 from sparseguidance.study.presets import PRESETS, StudyPreset, get_preset
@@ -85,6 +86,8 @@ def study_log(path: Path) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Run every cell (or read it from the cache), then write the tables, figures, summary and log."""
+    check_output_folder(args.out)
+    check_output_folder(args.cache, "--cache")
     preset = resolve_preset(args)
     start = time.perf_counter()
     with study_log(args.out / "study.log"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sparseguidance.files import check_output_folder
 from sparseguidance.training import load_train_config, train
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the config with its overrides, then train (or resume) in the run directory."""
     overrides = [*args.overrides, *([f"train.steps={args.steps}"] if args.steps is not None else [])]
     config = load_train_config(args.config, overrides)
-    out = args.out or Path("runs") / args.config.stem
+    out = check_output_folder(args.out or Path("runs") / args.config.stem)
     trainer = train(config, out, progress=not args.no_progress, allow_changes=args.allow_changes)
     if trainer.dist.is_main:
         print(f"step {trainer.step}: EMA weights in {out / 'model.safetensors'}")

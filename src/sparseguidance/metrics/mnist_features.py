@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from sparseguidance.checkpoints import atomic_write, config_path
-from sparseguidance.config import from_dict, to_dict
+from sparseguidance.checkpoints import check_finite, config_path
+from sparseguidance.config import MAX_SEED, check_types, from_dict, to_dict
 from sparseguidance.data import mnist5k
 from sparseguidance.errors import CheckpointError, ConfigError, DataError
+from sparseguidance.files import atomic_write
 from sparseguidance.images import from_uint8
 from sparseguidance.metrics.features import FeatureExtractor, as_nhwc
 
@@ -42,6 +43,7 @@ class ClassifierConfig:
     image_size: int = 32  # MNIST-5k digits are zero-padded to 32×32
 
     def __post_init__(self) -> None:
+        check_types(self, "classifier: ")
         if not self.widths or min(self.widths) < 1 or self.feature_dim < 1 or self.num_classes < 2:
             raise ConfigError(f"classifier: widths, feature_dim ≥ 1 and num_classes ≥ 2 needed, got {self}")
         if self.image_size % 2 ** len(self.widths):
@@ -60,8 +62,11 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self, "train-features: ")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.shift < 0:
             raise ConfigError(f"train-features: epochs, batch_size ≥ 1, lr > 0, weight_decay, shift ≥ 0; got {self}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"train-features: seed must be from 0 to 2**64 − 1, got {self.seed}")
 
 
 class MnistClassifier(FeatureExtractor):
@@ -174,6 +179,7 @@ def load_classifier(path: str | Path | None = None) -> MnistClassifier:
     except (json.JSONDecodeError, KeyError, TypeError, ConfigError, SafetensorError, OSError) as e:
         raise CheckpointError(f"cannot read the classifier at {path} ({e})") from None
     model = MnistClassifier(config, tag=f"mnist-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
+    check_finite(state, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

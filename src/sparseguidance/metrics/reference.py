@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparseguidance.checkpoints import atomic_write
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.metrics.features import Features
 from sparseguidance.metrics.frechet import Gaussian, fit_gaussian
 from sparseguidance.metrics.inception import TAG as INCEPTION_TAG
@@ -29,6 +29,10 @@ class ReferenceStats:
     pool: Gaussian
     spatial: Gaussian | None = None
     features: np.ndarray | None = None  # pool features (N, D), for precision / recall
+
+    def __post_init__(self) -> None:
+        if self.features is not None and not np.isfinite(self.features).all():
+            raise DataError("the reference's features hold NaN or infinite values")
 
     def check_extractor(self, tag: str) -> None:
         """Raise ConfigError unless these statistics were made by the extractor `tag`."""
@@ -53,7 +57,7 @@ def is_statistics_file(path: str | Path) -> bool:
     try:
         with np.load(path) as archive:
             return "mu" in archive.files
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"cannot read {path} ({e})") from None
 
 
@@ -84,5 +88,5 @@ def load_reference(path: str | Path) -> ReferenceStats:
             spatial = Gaussian(archive["mu_s"], archive["sigma_s"]) if "mu_s" in archive.files else None
             features = archive["features"] if "features" in archive.files else None
             return ReferenceStats(tag, Gaussian(archive["mu"], archive["sigma"]), spatial, features)
-    except (OSError, ValueError, KeyError) as e:
+    except (*NPZ_ERRORS, KeyError) as e:
         raise DataError(f"cannot read reference statistics {path} ({e})") from None

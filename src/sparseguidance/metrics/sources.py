@@ -11,6 +11,7 @@ from PIL import Image
 
 from sparseguidance.data import IMAGE_SUFFIXES, MNIST_SPLITS, mnist5k
 from sparseguidance.errors import DataError
+from sparseguidance.files import NPZ_ERRORS
 
 MNIST_PREFIX = "mnist5k:"
 
@@ -37,7 +38,7 @@ class ImageFiles:
         try:
             with Image.open(path) as image:
                 return np.asarray(image if image.mode == "L" else image.convert("RGB"), dtype=np.uint8)
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             raise DataError(f"cannot read image {path} ({e})") from None
 
 
@@ -74,7 +75,7 @@ def read_npz(path: Path) -> ImageSet:
                 raise DataError(f"{path} has no image array arr_0 (it holds {', '.join(archive.files)})")
             images = check_images(archive["arr_0"], str(path))
             labels = archive["arr_1"] if "arr_1" in archive else None
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"cannot read {path} ({e})") from None
     return ImageSet(images, None if labels is None else check_labels(labels, len(images), f"{path} arr_1"))
 

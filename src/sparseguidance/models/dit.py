@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.sparsity import Generators, check_gamma, check_keep, draw_keep, gather_tokens, scatter_tokens
 
@@ -39,6 +40,7 @@ class MaskDecoderConfig:
     heads: int = 16
 
     def __post_init__(self) -> None:
+        check_types(self, "model.decoder.")
         if self.depth < 1 or self.width < 1 or self.heads < 1 or self.width % self.heads:
             raise ConfigError(f"mask decoder needs depth, width, heads ≥ 1 and width divisible by heads: {self}")
 
@@ -62,11 +64,14 @@ class ModelConfig:
     time_scale: float = 1.0  # t·time_scale enters the timestep embedding: 1 as SiT (its released weights), see below
 
     def __post_init__(self) -> None:
+        check_types(self, "model.")
         positive = ("input_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads", "num_classes")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if not self.mlp_ratio > 0:
+            raise ConfigError(f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.input_size % self.patch_size:
             raise ConfigError(f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}")
         if self.hidden_size % self.num_heads:

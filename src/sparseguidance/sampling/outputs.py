@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sparseguidance.checkpoints import atomic_write
 from sparseguidance.errors import ConfigError, DataError
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 
 MANIFEST = "run.json"
 
@@ -42,7 +41,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"{path} is missing or not a readable npz ({e})") from None
 
 

@@ -26,6 +26,8 @@ from sparseguidance.sampling.seeds import LABELS, gaussian, sample_generators
 
 INTEGRATORS: dict[str, Integrator] = {"euler": euler, "heun": heun, "sde": euler_maruyama}
 CLASS_CHOICES = ("all", "random")  # besides an explicit list of classes
+MAX_IMAGES = 10_000_000  # 200 × the 50,000 of an FID run: a larger count is a typo (and would not fit in memory)
+MAX_STEPS = 100_000  # 100 × DDPM's 1,000 steps: a larger count is a typo
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,8 @@ def check_settings(guidance: Guidance, models: Models, labels: torch.Tensor, ste
     check_models(guidance, models)
     if sampler not in INTEGRATORS:
         raise ConfigError(f"unknown sampler {sampler!r}; known: {', '.join(INTEGRATORS)}")
-    if steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"steps must be from 1 to {MAX_STEPS:,}, got {steps}")
     num_classes = models["main"].config.num_classes
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
         raise ConfigError(f"labels must lie in 0..{num_classes - 1} (the null class is for guidance only)")

@@ -13,15 +13,15 @@ import hashlib
 import json
 import logging
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from sparseguidance.checkpoints import atomic_write, config_path, load_model
+from sparseguidance.checkpoints import config_path, load_model
 from sparseguidance.errors import ConfigError
+from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.guidance import GammaSchedule, Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.metrics import EvalConfig, Evaluator
@@ -123,7 +123,7 @@ class CellCache:
         if path.is_file():
             try:
                 return read_cell(path), True
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # damaged outside the atomic write
+            except (*NPZ_ERRORS, KeyError) as e:  # damaged outside the atomic write
                 logger.warning("cache file %s is unreadable (%s); computing the cell again", path, e)
         result = self.source(cell)
         write_cell(path, result, describe_cell(cell, self.source))

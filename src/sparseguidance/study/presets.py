@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GammaSchedule, Guidance, as_schedule, make_guidance
-from sparseguidance.sampling.sampler import INTEGRATORS
+from sparseguidance.sampling.sampler import INTEGRATORS, MAX_IMAGES, MAX_STEPS
 from sparseguidance.sparsity import check_gamma
 
 SPARSITIES = ("routing", "masking")  # the two token-sparse families; each has its shipped model
@@ -58,8 +59,11 @@ class StudyPreset:
     device: str = "cpu"  # torch device of the models and the feature extractor
 
     def __post_init__(self) -> None:
+        check_types(self, "study preset: ")
         for name in ("steps", "tune_images", "final_images", "batch_size", "finetune_steps"):
             require(is_count(getattr(self, name), 1), f"{name} must be a whole number ≥ 1", getattr(self, name))
+        for name, most in (("steps", MAX_STEPS), ("tune_images", MAX_IMAGES), ("final_images", MAX_IMAGES)):
+            require(getattr(self, name) <= most, f"{name} must be at most {most:,}", getattr(self, name))
         require(is_count(self.final_seed_sets, 2), "final_seed_sets must be ≥ 2 (for the spread)", self.final_seed_sets)
         require(is_count(self.snapshots, 0), "snapshots must be a whole number ≥ 0", self.snapshots)
         sets = self.snapshot_seed_sets

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FormatStrFormatter
 
-from sparseguidance.checkpoints import atomic_write
+from sparseguidance.files import atomic_write
 from sparseguidance.guidance import GammaSchedule
 from sparseguidance.metrics.scores import is_warning, parts_text
 from sparseguidance.provenance import write_json

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparseguidance.config import apply_overrides, from_dict, read_yaml, to_dict
+from sparseguidance.config import MAX_SEED, apply_overrides, check_types, from_dict, read_yaml, to_dict
 from sparseguidance.data import DataConfig
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import ModelConfig, model_config
@@ -46,6 +46,7 @@ class OptimConfig:
     init_from: str = ""  # weights a new run starts from (a .safetensors path or a shipped name): fine-tuning stages
 
     def __post_init__(self) -> None:
+        check_types(self, "train.")
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -53,6 +54,8 @@ class OptimConfig:
         for name in ("warmup_steps", "snapshot_every", "seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be an integer ≥ 0, got {getattr(self, name)!r}")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"train.seed must be at most 2**64 − 1, got {self.seed}")
         if self.lr <= 0 or not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr in [0, lr], got {self.lr}, {self.min_lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

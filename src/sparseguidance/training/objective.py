@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import ModelConfig
 from sparseguidance.sparsity import draw_keep, dropped_mask
@@ -36,6 +37,7 @@ class ObjectiveConfig:
     dense_fraction: float = 0.0  # probability that a step trains dense (γ 0); 1: MaskDiT's unmasked fine-tuning
 
     def __post_init__(self) -> None:
+        check_types(self, "objective.")
         if self.time_sampling not in TIME_SAMPLINGS:
             raise ConfigError(f"objective.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}")
         if self.logit_std <= 0:

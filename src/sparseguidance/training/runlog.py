@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from sparseguidance.checkpoints import atomic_write
+from sparseguidance.files import atomic_write
 
 CURVES = ("loss", "visible", "masked")  # masking runs log their two terms beside the total
 

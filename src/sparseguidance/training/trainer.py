@@ -40,7 +40,7 @@ from tqdm import tqdm
 from sparseguidance.checkpoints import atomic_write, load_model, save_model
 from sparseguidance.config import to_dict
 from sparseguidance.data import build_dataset, check_dataset
-from sparseguidance.errors import CheckpointError, ConfigError
+from sparseguidance.errors import CheckpointError, ConfigError, TrainingError
 from sparseguidance.locks import hold
 from sparseguidance.models import DiT, create_model
 from sparseguidance.models.prediction import Velocity, unwrap
@@ -289,12 +289,14 @@ class Trainer:
 
     def checkpoint(self) -> None:
         """Save the full state and redraw the loss curve."""
+        self.check_weights()
         save_checkpoint(self.checkpoints, self.state())
         self.saved_step = self.step
         plot_loss(self.log_path, self.run_dir / "loss.png", title=self.run_dir.name)
 
     def snapshot(self, path: Path) -> None:
         """Save the EMA weights in our safetensors + JSON format."""
+        self.check_weights()
         save_model(self.ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir)})
 
     # ------------------------------------------------------------------------------------------ loop
@@ -429,9 +431,24 @@ class Trainer:
             "step_time_s": step_time,
             "elapsed_s": self.elapsed,
         }
+        if not math.isfinite(means["loss"]):
+            raise self.diverged(f"the loss is {means['loss']}")
         bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_s:.1f}")
         if self.dist.is_main:
             append_log(self.log_path, record)
+
+    def check_weights(self) -> None:
+        """Raise TrainingError before a save when the weights are no longer finite: nothing diverged is written."""
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise self.diverged("the weights hold NaN or infinite values")
+
+    def diverged(self, problem: str) -> TrainingError:
+        """The error that stops a diverged run, naming the last good checkpoint (which is left as it was)."""
+        kept = f"step {self.saved_step}, {self.checkpoints / CHECKPOINTS[0]}" if self.saved_step >= 0 else "none yet"
+        return TrainingError(
+            f"training diverged by step {self.step}: {problem}. Stopped without saving; last good checkpoint: "
+            f"{kept}. Lower train.lr or set train.grad_clip, then run again"
+        )
 
     def finish(self) -> None:
         """Save the final EMA weights and, unless this step is saved already, the full state."""
