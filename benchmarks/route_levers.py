@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from sparseguidance.checkpoints import load_model
+from sparseguidance.cli.inspect import parse_floats, parse_pairs
 from sparseguidance.diagnostics import inspect_model, make_probe, pair_name, probe_data
 from sparseguidance.guidance import make_guidance
 from sparseguidance.images import to_uint8
@@ -28,26 +29,28 @@ TUNING_SEED = 0  # the study's tuning seed set
 PAIRS = ((0.0, 0.5), (0.5, 0.9), (0.0, 0.9))
 
 
-def settings() -> list[tuple[str, str, float, tuple[float, float] | None]]:
-    """(label, method, ω, γ pair) of the quick FID rows."""
-    rows = [("none", "none", 1.0, None), ("cfg 1.5", "cfg", 1.5, None)]
-    for pair in ((0.5, 0.9), (0.0, 0.9)):
-        rows += [(f"sg {pair_name(*pair)} ω {w:g}", "sg", w, pair) for w in (2.0, 4.0)]
+def settings(
+    pairs: list[tuple[float, float]], scales: list[float]
+) -> list[tuple[str, str, float, tuple[float, float] | None]]:
+    """(label, method, ω, γ pair) of the quick FID rows: none, CFG at ω 1.5 and 3, SG at each pair and ω."""
+    rows = [("none", "none", 1.0, None), ("cfg 1.5", "cfg", 1.5, None), ("cfg 3", "cfg", 3.0, None)]
+    for pair in pairs:
+        rows += [(f"sg {pair_name(*pair)} ω {w:g}", "sg", w, pair) for w in scales]
     return rows
 
 
-def measure(path: str, reference: str | None, images: int, steps: int, evaluator: Evaluator) -> dict[str, object]:
-    """Inspect figures and quick FIDs of one model."""
+def measure(path: str, args: argparse.Namespace, evaluator: Evaluator) -> dict[str, object]:
+    """Inspect figures and quick FIDs (none with --images 0) of one model."""
     model = load_model(resolve_checkpoint(path))
     probe = make_probe(*probe_data("mnist5k:heldout", model, 64), seed=0)
-    ref = load_model(resolve_checkpoint(reference)) if reference else None
+    ref = load_model(resolve_checkpoint(args.reference)) if args.reference else None
     inspection = inspect_model(model, probe, [0.25, 0.5, 0.75], [0.1, 0.3, 0.5, 0.7, 0.9], PAIRS, None, ref)
-    labels = class_labels("all", range(images), model.config.num_classes)
+    labels = class_labels("all", range(args.images), model.config.num_classes)
     fids = {}
-    for label, method, scale, pair in settings():
+    for label, method, scale, pair in settings(args.pairs, args.scales) if args.images else []:
         guidance = make_guidance(method, scale, *(pair or (None, None)))
         start = time.perf_counter()
-        samples = generate(guidance, {"main": model}, labels, seed=TUNING_SEED, steps=steps, batch_size=100)
+        samples = generate(guidance, {"main": model}, labels, seed=TUNING_SEED, steps=args.steps, batch_size=100)
         features = evaluator.features(ImageSet(to_uint8(samples.images)), "samples")
         metrics = evaluator.score(features, labels.numpy())
         fids[label] = {**metrics, "seconds": time.perf_counter() - start, **samples.cost.as_dict()}
@@ -67,12 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--reference", help="dense model of the same architecture")
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=200, help="images per FID cell; 0: inspect figures only")
+    parser.add_argument("--pairs", type=parse_pairs, default=[(0.5, 0.9), (0.0, 0.9)], help="SG pairs GS:GW,…")
+    parser.add_argument("--scales", type=parse_floats, default=[2.0, 4.0], help="SG scales ω,…")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/route-levers.json"))
     args = parser.parse_args()
     evaluator = Evaluator("mnist5k:heldout", EvalConfig(features="mnist", metrics=("fid", "acc")))
-    rows = [measure(path, args.reference, args.images, args.steps, evaluator) for path in args.models]
+    rows = [measure(path, args, evaluator) for path in args.models]
     write_json(
         args.out, {**provenance(), "images": args.images, "steps": args.steps, "seed": TUNING_SEED, "rows": rows}
     )

@@ -24,7 +24,7 @@ from sparseguidance.files import atomic_write
 from sparseguidance.models import DiT
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "models"
-SHIPPED_MODELS = ("mnist-routing", "mnist-masking", "mnist-dense")
+SHIPPED_MODELS = ("mnist-routing", "mnist-masking", "mnist-masking-ft", "mnist-dense")
 SNAPSHOT = re.compile(r"step-(\d+)\.safetensors")
 RUN_FILES = ("config.yaml", "log.jsonl", "loss.png")  # what a run directory says about how the weights came to be
 
