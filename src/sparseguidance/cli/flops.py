@@ -12,6 +12,12 @@ from sparseguidance.flops import euler_step_flops, forward_flops
 from sparseguidance.guidance import Guidance
 from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, model_config
 
+SHARE_NOTE = {  # what the counts assume about the dense prefix (embeddings, blocks before the first route)
+    True: "counted once for branches of one model and condition (SG's two), as sampling runs it; "
+    "--no-share: the paper's count",
+    False: "counted in every branch (--no-share): the paper's count",
+}
+
 
 def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """--model / --route / --decoder (with a prefix such as `weak-` for the auxiliary model)."""
@@ -59,23 +65,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-channels", type=int, default=4, help="input channels (default 4: SD-VAE latents)")
     add_guidance_arguments(parser)
     parser.add_argument("--steps", type=int, default=40, help="Euler steps (default 40)")
+    parser.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="count every branch whole, as the paper does (default: SG's two branches share their dense prefix, "
+        "as `sample` runs them)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int) -> dict[str, Any]:
+def report(
+    guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int, share: bool = True
+) -> dict[str, Any]:
     """FLOPs summary of a guided Euler sampler: per dense forward, per step (mean) and per image, in GFLOPs."""
     if num_steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {num_steps}")
-    step = euler_step_flops(guidance, main, weak, num_steps)
+    step = euler_step_flops(guidance, main, weak, num_steps, share)
     return {
         "guidance": guidance.name,
         "steps": num_steps,
+        "shared_prefix": share,
         **step.as_dict("gflops"),
         **(step * num_steps).as_dict("gflops_per_image"),
         **forward_flops(main).as_dict("dense_forward_gflops"),
         "convention": {
             "paper": "1 per multiply-add of linear layers, attention matmuls not counted",
             "full": "2 per multiply-add, attention matmuls included",
+            "shared_prefix": SHARE_NOTE[share],
         },
     }
 
@@ -94,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             args.in_channels,
         )
     routes = [list(r) for r in main.routes]
-    summary = {"model": args.model, "routes": routes, **report(guidance, main, weak, args.steps)}
+    summary = {"model": args.model, "routes": routes, **report(guidance, main, weak, args.steps, args.share)}
     if weak is not None:
         summary["weak_model"] = args.weak_model or args.model
     if args.json:
@@ -108,4 +125,5 @@ def run(args: argparse.Namespace) -> int:
         ("per image", "gflops_per_image"),
     ):
         print(f"{label:28}{summary[key + '_paper']:12.2f}{summary[key + '_full']:12.2f}")
+    print(f"shared prefix: {SHARE_NOTE[args.share]}")
     return 0
