@@ -62,12 +62,13 @@ def autocast(device: torch.device | str, precision: str) -> AbstractContextManag
     return nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
 
 
-def compile_model(model: nn.Module, mode: str = "auto") -> nn.Module:
+def compile_model(model: nn.Module, mode: str = "auto", backend: str = "inductor") -> nn.Module:
     """torch.compile every transformer block (and the final layer) in place; the model keeps its methods and names.
 
     The token count differs between a model's calls (SG's branches at two γ, the dense prefix): `static`
     compiles one graph per shape, `dynamic` one graph with a symbolic token count, `auto` is torch's default
     (static first, dynamic after a shape changes). Gathers, scatters and random draws stay eager.
+    backend: torch.compile's backend (e.g. `eager` to check the tracing without generating code).
     """
     if mode not in COMPILE_MODES:
         raise ConfigError(f"unknown compile mode {mode!r}; known: {', '.join(COMPILE_MODES)}")
@@ -75,5 +76,5 @@ def compile_model(model: nn.Module, mode: str = "auto") -> nn.Module:
     if not targets:
         raise ConfigError(f"--compile knows DiT blocks; {type(model).__name__} has none")
     for module in targets:
-        module.compile(dynamic=COMPILE_MODES[mode])
+        module.compile(dynamic=COMPILE_MODES[mode], backend=backend)
     return model
