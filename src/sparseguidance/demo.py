@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from sparseguidance.checkpoints import atomic_write, load_model
 from sparseguidance.data import mnist5k
+from sparseguidance.devices import PRECISIONS
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance, make_guidance
 from sparseguidance.images import to_uint8
@@ -31,6 +32,7 @@ from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import SHIPPED_MODELS, resolve_checkpoint
 from sparseguidance.sampling import Cost, Samples, class_labels, generate
+from sparseguidance.sampling.sampler import model_device
 
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, 100 per class
 DIGIT_SHAPE = (1, 32, 32, 10)  # channels, height, width, classes: what the MNIST metrics score
@@ -70,6 +72,7 @@ class DemoSettings:
     seconds: float = 110.0  # time budget after start-up (~2 minutes in all on a 2-core CPU)
     num_images: int | None = None  # images per method; None: as many as fit in `seconds`
     batch_size: int = 32  # images per batch (does not change them)
+    precision: str = "fp32"  # or bf16 / fp16 autocast of the model
 
     def __post_init__(self) -> None:
         v = vars(self)
@@ -86,6 +89,7 @@ class DemoSettings:
             f"SG needs gamma_strong < gamma_weak (a sparser weak branch), got {self.gamma_strong}, {self.gamma_weak}",
         )
         require(self.seconds > 0, f"seconds must be positive, got {self.seconds}")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
             self.num_images is None or self.num_images >= least,
@@ -213,6 +217,7 @@ def sample_range(runs: list[MethodRun], model: DiT, settings: DemoSettings, indi
                 batch_size=settings.batch_size,
                 indices=indices,
                 progress=bar,
+                precision=settings.precision,
             )
         )
 
@@ -240,7 +245,8 @@ def score(evaluator: Evaluator, images: np.ndarray, labels: np.ndarray) -> dict[
 def run_demo(model: DiT, settings: DemoSettings, *, started: float | None = None, progress: bool = False) -> DemoResult:
     """Sample the comparison grid with every method, then rounds while the budget since `started` lasts; score them."""
     started = time.perf_counter() if started is None else started
-    evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=settings.metrics()))
+    config = EvalConfig(features="mnist", metrics=settings.metrics(), device=str(model_device(model)))
+    evaluator = Evaluator(REFERENCE, config)
     runs = [MethodRun(name, guidance) for name, guidance in demo_methods(settings).items()]
     grid = settings.grid_size
     with tqdm(total=len(runs) * grid, unit="img", desc="demo", disable=not progress) as bar:

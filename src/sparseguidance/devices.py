@@ -63,18 +63,16 @@ def autocast(device: torch.device | str, precision: str) -> AbstractContextManag
 
 
 def compile_model(model: nn.Module, mode: str = "auto", backend: str = "inductor") -> nn.Module:
-    """torch.compile every transformer block (and the final layer) in place; the model keeps its methods and names.
+    """torch.compile a model in place, keeping its methods and parameter names: per block for a DiT, else whole.
 
-    The token count differs between a model's calls (SG's branches at two γ, the dense prefix): `static`
-    compiles one graph per shape, `dynamic` one graph with a symbolic token count, `auto` is torch's default
-    (static first, dynamic after a shape changes). Gathers, scatters and random draws stay eager.
-    backend: torch.compile's backend (e.g. `eager` to check the tracing without generating code).
+    A DiT's token count differs between calls (SG's branches at two γ, the dense prefix): `static` compiles
+    one graph per shape, `dynamic` one graph with symbolic sizes, `auto` is torch's default (static first,
+    dynamic once a shape changes). Its blocks and final layer are compiled; gathers, scatters and random
+    draws stay eager. backend: torch.compile's (e.g. `eager` to check the tracing without generating code).
     """
     if mode not in COMPILE_MODES:
         raise ConfigError(f"unknown compile mode {mode!r}; known: {', '.join(COMPILE_MODES)}")
-    targets = [m for m in model.modules() if isinstance(m, DiTBlock | FinalLayer)]
-    if not targets:
-        raise ConfigError(f"--compile knows DiT blocks; {type(model).__name__} has none")
+    targets = [m for m in model.modules() if isinstance(m, DiTBlock | FinalLayer)] or [model]
     for module in targets:
         module.compile(dynamic=COMPILE_MODES[mode], backend=backend)
     return model

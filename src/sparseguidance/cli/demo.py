@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from sparseguidance.cli.arguments import add_device_arguments
 from sparseguidance.cli.sample import parse_classes
 from sparseguidance.demo import DemoSettings, format_table, load_demo_model, run_demo, save_comparison, table_rows
+from sparseguidance.devices import compile_model, use_device
 from sparseguidance.errors import ConfigError
 from sparseguidance.provenance import provenance, write_json
 
@@ -58,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     count.add_argument("--num-images", type=int, help="images per method instead of a time budget")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per batch")
     parser.add_argument("--threads", type=int, help="torch threads (default: see OMP_NUM_THREADS, else half the cores)")
+    add_device_arguments(parser, "the model")
     parser.add_argument("--out", type=Path, default=Path("demo.png"), help="comparison image (default demo.png)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the table as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = run_demo(load_demo_model(args.model), settings, started=started, progress=not args.no_progress)
+        model = load_demo_model(args.model).to(use_device(args.device, args.tf32))
+        if args.compile is not None:
+            compile_model(model, args.compile)
+        result = run_demo(model, settings, started=started, progress=not args.no_progress)
         save_comparison(args.out, result)
         seconds = time.perf_counter() - started
         if args.json is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sparseguidance.cli.arguments import add_device_arguments
+from sparseguidance.devices import use_device
 from sparseguidance.metrics.evaluate import EXTRACTORS, METRICS, EvalConfig, Evaluator
 from sparseguidance.metrics.sources import MNIST_PREFIX
 from sparseguidance.provenance import provenance, write_json
@@ -13,7 +15,7 @@ NAMES = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "re
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
-    """--features / --weights / --batch-size / --device / --no-progress, shared with `ref-stats`."""
+    """--features / --weights / --batch-size / device arguments / --no-progress, shared with `ref-stats`."""
     parser.add_argument("--features", choices=list(EXTRACTORS), default="inception", help="feature extractor")
     parser.add_argument(
         "--weights",
@@ -22,8 +24,14 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
         "mnist: default the shipped classifier)",
     )
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    add_device_arguments(parser, "the feature extractor (not fp32: features, hence FID, shift)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def extractor_config(args: argparse.Namespace, metrics: tuple[str, ...] | None) -> EvalConfig:
+    """The EvalConfig of add_extractor_arguments' arguments, on the device they name (checked to exist)."""
+    device = str(use_device(args.device, args.tf32))
+    return EvalConfig(args.features, metrics, args.weights, args.batch_size, device, args.precision, args.compile)
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -63,7 +71,7 @@ def default_out(samples: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the metrics, print a table and write the JSON file."""
-    config = EvalConfig(args.features, args.metrics, args.weights, args.batch_size, args.device)
+    config = extractor_config(args, args.metrics)
     evaluator = Evaluator(args.ref, config, progress=not args.no_progress)
     results = evaluator(args.samples)
     out = args.out or default_out(args.samples)

@@ -15,7 +15,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from sparseguidance.checkpoints import infer_config, load_model, read_released_state_dict
-from sparseguidance.cli.arguments import add_guidance_arguments, guidance_from_args, parse_route
+from sparseguidance.cli.arguments import add_device_arguments, add_guidance_arguments, guidance_from_args, parse_route
+from sparseguidance.devices import compile_model, use_device
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
@@ -84,7 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vae", metavar="PATH", help="diffusers AutoencoderKL folder to decode latents (e.g. sd-vae-ft-ema)"
     )
-    parser.add_argument("--device", help="default: cuda (the local rank's GPU) if available, else cpu")
+    add_device_arguments(parser)
+    parser.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="run every branch whole (default: SG's branches share their dense prefix; the images are the same)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -132,6 +139,7 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "seed": args.seed,
         "steps": args.steps,
         "sampler": args.sampler,
+        "precision": args.precision,
         "shard_size": args.shard_size,
         "vae": args.vae,
     }
@@ -142,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
     if args.num_images < 1 or args.shard_size < 1:
         raise ConfigError(f"--num-images and --shard-size must be at least 1, got {args.num_images}, {args.shard_size}")
     rank, world = distributed()
-    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    device = str(use_device(args.device, args.tf32))
     guidance = guidance_from_args(args, args.scale)
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name becomes its file
     if args.weak_checkpoint is not None:
         args.weak_checkpoint = str(resolve_checkpoint(args.weak_checkpoint))
     models = load_models(args, guidance, device)
+    if args.compile is not None:
+        for model in models.values():
+            compile_model(model, args.compile)
     config = models["main"].config
     decode = None
     if config.in_channels not in PIXEL_CHANNELS:
@@ -158,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         decode = load_vae(args.vae, device)
     labels = class_labels(args.classes, range(args.num_images), config.num_classes, args.seed)
     options = dict(seed=args.seed, steps=args.steps, sampler=args.sampler, batch_size=args.batch_size, decode=decode)
+    options |= dict(share=args.share, precision=args.precision)
     progress = not args.no_progress and rank == 0
     start = time.perf_counter()
     if args.out.suffix == ".npz":

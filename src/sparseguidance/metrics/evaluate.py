@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseguidance.devices import PRECISIONS, autocast, compile_model
 from sparseguidance.errors import ConfigError
 from sparseguidance.metrics.features import FeatureExtractor, Features, extract
 from sparseguidance.metrics.frechet import fit_gaussian, frechet_distance
@@ -40,6 +41,8 @@ class EvalConfig:
     weights: str | None = None  # extractor weights file; None = the default (see load_inception / load_classifier)
     batch_size: int = 50  # images per extractor forward
     device: str = "cpu"
+    precision: str = "fp32"  # or bf16 / fp16 autocast of the extractor (features, hence scores, shift)
+    compile: str | None = None  # a devices.COMPILE_MODES key: torch.compile the extractor
 
     def __post_init__(self) -> None:
         if self.features not in EXTRACTORS:
@@ -49,6 +52,8 @@ class EvalConfig:
             raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(METRICS)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
 
 
 class Evaluator:
@@ -59,6 +64,8 @@ class Evaluator:
     ) -> None:
         self.config, self.progress = config, progress
         self.extractor = EXTRACTORS[config.features](config.weights)
+        if config.compile is not None:
+            compile_model(self.extractor, config.compile)
         limits = self.extractor_limits()
         for metric in config.metrics or ():  # fail before any feature is extracted
             if metric in limits:
@@ -81,7 +88,9 @@ class Evaluator:
 
     def features(self, images: ImageSet, desc: str) -> Features:
         """Extractor features of an image set."""
-        return extract(self.extractor, images.images, self.config.batch_size, self.config.device, self.progress, desc)
+        config = self.config
+        with autocast(config.device, config.precision):
+            return extract(self.extractor, images.images, config.batch_size, config.device, self.progress, desc)
 
     def extractor_limits(self) -> dict[str, str]:
         """Metric -> why the extractor cannot give it."""
