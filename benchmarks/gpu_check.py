@@ -27,28 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import interleaved_medians, random_weights
+from common import GUIDED, SCALE, SG, against_cfg, guided_gflops, interleaved_medians, random_weights
 
 from sparseguidance.devices import autocast, compile_model, use_device
 from sparseguidance.errors import ConfigError
-from sparseguidance.flops import euler_step_flops, forward_flops
-from sparseguidance.guidance import make_guidance
+from sparseguidance.flops import forward_flops
 from sparseguidance.models import DiT, ModelConfig, create_model, model_config
 from sparseguidance.provenance import provenance, write_json
 from sparseguidance.sampling import generate
 from sparseguidance.training.objective import ObjectiveConfig, flow_matching_loss
 
 RESULTS = Path(__file__).parent / "results" / "gpu.json"
-SCALE = 1.5
-GAMMAS = (0.5, 0.9)  # SG_FLOPS: γ_strong, γ_weak
-SG = make_guidance("sg", SCALE, *GAMMAS)
-METHODS = {  # name -> (guidance, shared prefix)
-    "none": (make_guidance("none"), True),
-    "cfg": (make_guidance("cfg", SCALE), True),
-    "sg": (SG, True),
-    "sg_unshared": (SG, False),
-    "cfg+sg": (make_guidance("cfg+sg", SCALE, *GAMMAS), True),
-}
 FULL = model_config("SiT-XL/2", routes=((2, 24),), train_gamma=0.5, learn_sigma=False)
 COMPILE_BY_S = 330  # no compile mode starts after this many seconds: compiling one takes a minute or two
 TINY = ModelConfig(
@@ -134,7 +123,7 @@ def forward_part(check: Check) -> None:
         with torch.inference_mode(), autocast(check.device, args.precision):
             model(check.x, check.t, check.y, gamma=gamma, generator=generator)
 
-    gammas = (0.0, *GAMMAS)
+    gammas = (0.0, SG.gamma_strong.start, SG.gamma_weak.start)
     medians = interleaved_medians({g: check.timed(partial(forward, g)) for g in gammas}, args.repeats)
     dense_flops = forward_flops(check.config).paper
     rows = []
@@ -157,7 +146,7 @@ def forward_part(check: Check) -> None:
 
 def sample_seconds(check: Check, model: DiT, name: str) -> float:
     """Seconds of one batch of `--steps` Euler steps of a method (generate synchronises: it copies to the CPU)."""
-    guidance, share = METHODS[name]
+    guidance, share = GUIDED[name]
     options = dict(steps=check.args.steps, batch_size=check.args.batch, share=share, precision=check.args.precision)
     return generate(guidance, {"main": model}, check.y.cpu() % 1000, **options).seconds
 
@@ -165,29 +154,23 @@ def sample_seconds(check: Check, model: DiT, name: str) -> float:
 def sampling_part(check: Check) -> None:
     """Images/s of every method, beside its FLOPs ratio against CFG."""
     args = check.args
-    medians = interleaved_medians({n: partial(sample_seconds, check, check.model, n) for n in METHODS}, args.repeats)
-    gflops = {
-        n: euler_step_flops(g, check.config, None, args.steps, share).paper / 1e9 for n, (g, share) in METHODS.items()
-    }
+    medians = interleaved_medians({n: partial(sample_seconds, check, check.model, n) for n in GUIDED}, args.repeats)
+    gflops = guided_gflops(check.config, args.steps)
     rows = []
-    for name in METHODS:
-        rate = args.batch / medians[name]
-        rows.append(
-            {
-                "method": name,
-                "images_per_s": rate,
-                "ms_per_step": 1000 * medians[name] / args.steps,
-                "gflops_per_step": gflops[name],
-                "speedup_vs_cfg": rate / (args.batch / medians["cfg"]),
-                "flops_ratio_vs_cfg": gflops["cfg"] / gflops[name],
-            }
-        )
+    for name in GUIDED:
+        extra = {"ms_per_step": 1000 * medians[name] / args.steps, "gflops_per_step": gflops[name]}
+        rows.append({**against_cfg(name, medians, gflops, args.batch), **extra})
         r = rows[-1]
         print(
-            f"sampling {name:12} {rate:8.2f} img/s  speedup vs CFG {r['speedup_vs_cfg']:.3f}  "
+            f"sampling {name:12} {r['images_per_s']:8.2f} img/s  speedup vs CFG {r['speedup_vs_cfg']:.3f}  "
             f"FLOPs ratio {r['flops_ratio_vs_cfg']:.3f}"
         )
-    check.results["sampling"] = {"steps": args.steps, "scale": SCALE, "gammas": list(GAMMAS), "rows": rows}
+    check.results["sampling"] = {
+        "steps": args.steps,
+        "scale": SCALE,
+        "gammas": [SG.gamma_strong.start, SG.gamma_weak.start],
+        "rows": rows,
+    }
     check.peak("sampling")
 
 

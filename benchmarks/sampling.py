@@ -21,24 +21,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import interleaved_medians, random_weights
+from common import GUIDED, SCALE, against_cfg, guided_gflops, interleaved_medians, random_weights
 
-from sparseguidance.flops import euler_step_flops
-from sparseguidance.guidance import make_guidance
 from sparseguidance.models import DiT, create_model
 from sparseguidance.provenance import provenance, write_json
 from sparseguidance.sampling import generate
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
-SCALE = 1.5
-SG = make_guidance("sg", SCALE, 0.5, 0.9)
-METHODS = {  # name -> (guidance, shared prefix)
-    "none": (make_guidance("none"), True),
-    "cfg": (make_guidance("cfg", SCALE), True),
-    "sg": (SG, True),
-    "sg_unshared": (SG, False),
-    "cfg+sg": (make_guidance("cfg+sg", SCALE, 0.5, 0.9), True),
-}
 PLAIN = {  # name -> (the weak branch's condition, γ strong, γ weak)
     "cfg_two_forward": ("null", 0.0, 0.0),
     "sg_two_forward": ("class", 0.5, 0.9),
@@ -61,7 +50,7 @@ def two_forward(model: DiT, labels: torch.Tensor, steps: int, name: str) -> torc
 
 def time_ours(model: DiT, labels: torch.Tensor, name: str, steps: int) -> float:
     """Seconds for `steps` Euler steps of a method through `generate`."""
-    guidance, share = METHODS[name]
+    guidance, share = GUIDED[name]
     return generate(guidance, {"main": model}, labels, steps=steps, batch_size=len(labels), share=share).seconds
 
 
@@ -87,33 +76,21 @@ def main() -> None:
     model = random_weights(create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False)).eval()
     labels = torch.arange(args.batch) % 1000
     runs: dict[str, Callable[[], float]] = {
-        **{name: partial(time_ours, model, labels, name, args.steps) for name in METHODS},
+        **{name: partial(time_ours, model, labels, name, args.steps) for name in GUIDED},
         **{name: partial(time_two_forward, model, labels, args.steps, name) for name in PLAIN},
     }
-    gflops = {
-        name: args.steps * euler_step_flops(g, model.config, None, args.steps, share).paper / 1e9
-        for name, (g, share) in METHODS.items()
-    }
+    gflops = {name: args.steps * per_step for name, per_step in guided_gflops(model.config, args.steps).items()}
     gflops |= {"cfg_two_forward": gflops["cfg"], "sg_two_forward": gflops["sg_unshared"]}
     load_before = os.getloadavg()
     medians = interleaved_medians(runs, args.repeats)
 
-    cfg_ips = args.batch / medians["cfg"]
     rows = []
     for name in runs:
-        ips = args.batch / medians[name]
-        rows.append(
-            {
-                "method": name,
-                "images_per_s": ips,
-                "gflops_per_image": gflops[name],
-                "speedup_vs_cfg": ips / cfg_ips,
-                "flops_ratio_vs_cfg": gflops["cfg"] / gflops[name],
-            }
-        )
+        rows.append({**against_cfg(name, medians, gflops, args.batch), "gflops_per_image": gflops[name]})
         r = rows[-1]
         print(
-            f"{name:16} {ips:7.4f} img/s  speedup {r['speedup_vs_cfg']:.3f}  flops ratio {r['flops_ratio_vs_cfg']:.3f}"
+            f"{name:16} {r['images_per_s']:7.4f} img/s  speedup {r['speedup_vs_cfg']:.3f}  "
+            f"flops ratio {r['flops_ratio_vs_cfg']:.3f}"
         )
     by_name = {r["method"]: r for r in rows}
     sg, unshared = by_name["sg"], by_name["sg_unshared"]

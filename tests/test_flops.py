@@ -16,6 +16,18 @@ from sparseguidance.models import MaskDecoderConfig, create_model, model_config
 from sparseguidance.sparsity import kept_count
 
 SIT_ROUTED = model_config("SiT-XL/2", routes=((2, 24),))
+SG_FLOPS = [
+    "--model",
+    "SiT-XL/2",
+    "--route",
+    "2-24",
+    "--guidance",
+    "sg",
+    "--gamma-strong",
+    "0.5",
+    "--gamma-weak",
+    "0.9",
+]
 
 
 def counted_flops(config, gamma: float) -> int:
@@ -92,36 +104,10 @@ def test_gamma_on_a_dense_model_is_refused():
         (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "none"], 114.42),
         (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "cfg"], 228.84),
         (
-            [
-                "--model",
-                "SiT-XL/2",
-                "--route",
-                "2-24",
-                "--guidance",
-                "sg",
-                "--gamma-strong",
-                "0.5",
-                "--gamma-weak",
-                "0.9",
-                "--no-share",
-            ],
+            [*SG_FLOPS, "--no-share"],
             97.67,
         ),
-        (
-            [
-                "--model",
-                "SiT-XL/2",
-                "--route",
-                "2-24",
-                "--guidance",
-                "sg",
-                "--gamma-strong",
-                "0.5",
-                "--gamma-weak",
-                "0.9",
-            ],
-            89.48,
-        ),
+        (SG_FLOPS, 89.48),
         (
             [
                 "--model",
@@ -206,7 +192,7 @@ def test_prefix_and_rest_add_up_and_the_prefix_is_what_torch_counts(overrides, d
 
 
 def test_flops_command_says_whether_the_prefix_is_shared(capsys):
-    args = ["flops", "--model", "SiT-XL/2", "--route", "2-24", "--guidance", "sg", "--gamma-strong", "0.5"]
+    args = ["flops", *SG_FLOPS]
     assert main(args) == 0
     assert "shared prefix: counted once" in capsys.readouterr().out
     assert main([*args, "--no-share"]) == 0
