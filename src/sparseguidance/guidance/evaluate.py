@@ -74,6 +74,11 @@ def branch_labels(branch: Branch, labels: torch.Tensor, model: nn.Module, genera
     return independent_labels(model.config.num_classes, labels.shape[0], generators, labels.device)
 
 
+def repeat(x: torch.Tensor, times: int) -> torch.Tensor:
+    """`times` copies of a batch stacked along dim 0 (x itself for one)."""
+    return x if times == 1 else torch.cat([x] * times)
+
+
 def repeat_generators(generators: Generators, times: int) -> Generators:
     """Generators for `times` copies of the batch stacked along dim 0 (one list per copy, in order)."""
     return list(generators) * times if isinstance(generators, Sequence) else generators
@@ -117,15 +122,16 @@ def guided_velocity(
         keys = [branches[i].prefix_key for i in members]
         generator = repeat_generators(generators, n)  # rest draws in group order, as whole forwards did
         if share and hasattr(model, "prefix"):
-            new = list(dict.fromkeys(k for k in keys if k not in prefixes))
-            if new:  # conditions this group is the first to need: one prefix over their batches
-                y = torch.cat([conditions[k] for k in new])
-                prefixes.update(zip(new, model.prefix(torch.cat([x] * len(new)), t, y).chunk(len(new)), strict=True))
-            out = model.rest(type(prefixes[keys[0]]).cat([prefixes[k] for k in keys]), gamma=gamma, generator=generator)
+            new = [k for k in dict.fromkeys(keys) if k not in prefixes]  # conditions no earlier group has run
+            if new:  # one prefix over their batches, as one forward over them would run it
+                state = model.prefix(repeat(x, len(new)), t, torch.cat([conditions[k] for k in new]))
+                prefixes.update(zip(new, state.chunk(len(new)), strict=True))
+            state = type(prefixes[keys[0]]).cat([prefixes[k] for k in keys])
+            out = model.rest(state, gamma=gamma, generator=generator)
             prefix_rows = len(new) * x.shape[0]
         else:
             y = torch.cat([conditions[k] for k in keys])
-            out = model(x if n == 1 else torch.cat([x] * n), t, y, gamma=gamma, generator=generator)
+            out = model(repeat(x, n), t, y, gamma=gamma, generator=generator)
             prefix_rows = n * x.shape[0]
         for i, chunk in zip(members, out.chunk(n), strict=True):
             predictions[i] = chunk.to(x.dtype)  # autocast's half-precision output: guide in the sampler's dtype
