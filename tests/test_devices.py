@@ -34,6 +34,7 @@ def test_absent_or_unknown_devices_are_config_errors(name, message):
         ["eval", "mnist5k:heldout", "--ref", "mnist5k:heldout"],
         ["ref-stats", "mnist5k:heldout", "--out", "x.npz"],
         ["demo"],
+        ["encode", "images", "latents", "--vae", "vae"],
     ],
 )
 def test_every_command_that_runs_a_network_says_cuda_is_absent_in_one_line(command, capsys, tmp_path, monkeypatch):

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sparseguidance.data import ImageFolder, encode_images
+from sparseguidance.devices import use_device
 from sparseguidance.errors import CheckpointError, ConfigError
 
 
@@ -22,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=256, help="center-crop and resize to this (default 256)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=10_000, help="samples per shard")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: CUDA when available, else cpu)")
 
 
 def load_vae(path: Path, device: str) -> Any:
@@ -42,7 +41,7 @@ def load_vae(path: Path, device: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Encode the folder and report where the shards went."""
-    vae = load_vae(args.vae, args.device)
+    vae = load_vae(args.vae, str(use_device(args.device)))
     dataset = ImageFolder(args.images, args.image_size, channels=3)
     count = encode_images(dataset, vae, args.out, args.batch_size, args.shard_size)
     print(f"{count} latents of {dataset.num_classes} classes in {args.out}")
