@@ -39,7 +39,7 @@ from sparseguidance.training.objective import ObjectiveConfig, flow_matching_los
 
 RESULTS = Path(__file__).parent / "results" / "gpu.json"
 FULL = model_config("SiT-XL/2", routes=((2, 24),), train_gamma=0.5, learn_sigma=False)
-COMPILE_BY_S = 330  # no compile mode starts after this many seconds: compiling one takes a minute or two
+COMPILE_BY_S = 300  # no compile mode starts after this many seconds: compiling one takes a minute or two
 TINY = ModelConfig(
     input_size=8, in_channels=4, patch_size=2, hidden_size=64, depth=6, num_heads=4, routes=((1, 4),), train_gamma=0.5
 )
