@@ -9,6 +9,7 @@ from conftest import tiny_inputs, tiny_model
 from sparseguidance.cli import main
 from sparseguidance.devices import autocast, compile_model, resolve_device, use_device
 from sparseguidance.errors import ConfigError
+from sparseguidance.metrics.evaluate import EvalConfig
 from sparseguidance.sampling.seeds import sample_generators
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
@@ -52,6 +53,8 @@ def test_fp32_autocast_is_no_autocast_at_all():
         assert torch.is_autocast_enabled("cpu")
     with pytest.raises(ConfigError, match="unknown precision"):
         autocast("cpu", "fp64")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        EvalConfig(precision="fp64")  # the feature extractor's, refused before any feature is extracted
 
 
 @pytest.mark.parametrize("mode", ["auto", "dynamic", "static"])
