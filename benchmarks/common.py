@@ -1,15 +1,28 @@
-"""What every benchmark shares: random weights and interleaved timing on a possibly shared machine."""
+"""What every benchmark shares: random weights, interleaved timing on a possibly shared machine, the guided methods."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Hashable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from sparseguidance.flops import euler_step_flops
+from sparseguidance.guidance import Guidance, make_guidance
+from sparseguidance.models import ModelConfig
+
 K = TypeVar("K", bound=Hashable)
+SCALE = 1.5  # ω of every guided method
+SG = make_guidance("sg", SCALE, 0.5, 0.9)  # SG_FLOPS
+GUIDED: dict[str, tuple[Guidance, bool]] = {  # name -> (guidance, shared prefix)
+    "none": (make_guidance("none"), True),
+    "cfg": (make_guidance("cfg", SCALE), True),
+    "sg": (SG, True),
+    "sg_unshared": (SG, False),  # every branch whole, the paper's way
+    "cfg+sg": (make_guidance("cfg+sg", SCALE, 0.5, 0.9), True),
+}
 
 
 def random_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
@@ -31,3 +44,19 @@ def interleaved_medians(runs: Mapping[K, Callable[[], float]], repeats: int) -> 
         for key, run in runs.items():
             times[key].append(run())
     return {key: statistics.median(values) for key, values in times.items()}
+
+
+def guided_gflops(config: ModelConfig, steps: int) -> dict[str, float]:
+    """GFLOPs per sampling step (paper convention) of each guided method, as the sampler counts them."""
+    return {name: euler_step_flops(g, config, None, steps, share).paper / 1e9 for name, (g, share) in GUIDED.items()}
+
+
+def against_cfg(name: str, seconds: Mapping[str, float], gflops: Mapping[str, float], batch: int) -> dict[str, Any]:
+    """A method's row: images/s, speedup and FLOPs ratio against the `cfg` entry of the same run."""
+    rate = batch / seconds[name]
+    return {
+        "method": name,
+        "images_per_s": rate,
+        "speedup_vs_cfg": seconds["cfg"] / seconds[name],
+        "flops_ratio_vs_cfg": gflops["cfg"] / gflops[name],
+    }

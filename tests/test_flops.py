@@ -10,12 +10,24 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sparseguidance.cli import main
 from sparseguidance.errors import ConfigError
-from sparseguidance.flops import euler_step_flops, forward_flops
+from sparseguidance.flops import euler_step_flops, forward_flops, prefix_flops, rest_flops
 from sparseguidance.guidance import GammaSchedule, make_guidance
 from sparseguidance.models import MaskDecoderConfig, create_model, model_config
 from sparseguidance.sparsity import kept_count
 
 SIT_ROUTED = model_config("SiT-XL/2", routes=((2, 24),))
+SG_FLOPS = [
+    "--model",
+    "SiT-XL/2",
+    "--route",
+    "2-24",
+    "--guidance",
+    "sg",
+    "--gamma-strong",
+    "0.5",
+    "--gamma-weak",
+    "0.9",
+]
 
 
 def counted_flops(config, gamma: float) -> int:
@@ -59,7 +71,7 @@ def test_paper_table2_flops():
         (make_guidance("ag+sg", 1.5, cosine_up, cosine_down), 173.16, 0.005),
     ]
     for guidance, paper, tolerance in cases:
-        ours = euler_step_flops(guidance, SIT_ROUTED, SIT_ROUTED, 40).paper / 1e9
+        ours = euler_step_flops(guidance, SIT_ROUTED, SIT_ROUTED, 40, share=False).paper / 1e9  # the paper's count
         assert abs(ours - paper) / paper < tolerance, (guidance.name, ours, paper)
 
 
@@ -92,20 +104,10 @@ def test_gamma_on_a_dense_model_is_refused():
         (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "none"], 114.42),
         (["--model", "SiT-XL/2", "--route", "2-24", "--guidance", "cfg"], 228.84),
         (
-            [
-                "--model",
-                "SiT-XL/2",
-                "--route",
-                "2-24",
-                "--guidance",
-                "sg",
-                "--gamma-strong",
-                "0.5",
-                "--gamma-weak",
-                "0.9",
-            ],
+            [*SG_FLOPS, "--no-share"],
             97.67,
         ),
+        (SG_FLOPS, 89.48),
         (
             [
                 "--model",
@@ -157,3 +159,41 @@ def test_flops_command_errors_are_one_line(capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_shared_prefix_is_counted_once_for_sg_only():
+    """SiT-XL/2 2→24 at 0.5/0.9: 89.48 GFLOPs/step with the prefix (embeddings, blocks 0–1) once, 97.66 without."""
+    sg = make_guidance("sg", 1.5, 0.5, 0.9)
+    shared, whole = (euler_step_flops(sg, SIT_ROUTED, None, 40, share=s) for s in (True, False))
+    assert round(shared.paper / 1e9, 2) == 89.48 and round(whole.paper / 1e9, 2) == 97.66
+    assert whole.paper - shared.paper == prefix_flops(SIT_ROUTED).paper
+    for other in (make_guidance("cfg", 1.5), make_guidance("cfg+sg", 1.5, 0.5, 0.9), make_guidance("none")):
+        assert euler_step_flops(other, SIT_ROUTED, None, 40) == euler_step_flops(
+            other, SIT_ROUTED, None, 40, share=False
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "depth"),
+    [({"routes": ((2, 8),)}, 2), ({"decoder": MaskDecoderConfig(2, 128, 4)}, 0), ({}, 12)],
+)
+def test_prefix_and_rest_add_up_and_the_prefix_is_what_torch_counts(overrides, depth):
+    config = model_config("DiT-B/2", **overrides)
+    assert config.prefix_depth() == depth
+    gamma = 0.5 if config.sparsity != "dense" else 0.0
+    assert forward_flops(config, gamma) == prefix_flops(config) + rest_flops(config, gamma)
+    with torch.device("meta"):
+        model = create_model(config)
+        x, t, y = torch.zeros(1, 4, 32, 32), torch.zeros(1), torch.zeros(1, dtype=torch.long)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.prefix(x, t, y)
+    assert prefix_flops(config).full == counter.get_total_flops()
+
+
+def test_flops_command_says_whether_the_prefix_is_shared(capsys):
+    args = ["flops", *SG_FLOPS]
+    assert main(args) == 0
+    assert "shared prefix: counted once" in capsys.readouterr().out
+    assert main([*args, "--no-share"]) == 0
+    assert "the paper's count" in capsys.readouterr().out

@@ -43,12 +43,11 @@ def inputs():
     return x, 0.5, y.clamp(max=3)  # class labels only (no null class among the samples)
 
 
-def velocity(guidance, models, x, t, y, step=3, seed=0, tally=None):
+def velocity(guidance, models, x, t, y, step=3, seed=0, tally=None, share=True):
     """The guided velocity with per-sample generators seeded from `seed`."""
     gens = sample_generators(seed, range(len(y)))
-    return guided_velocity(
-        x, t, step, guidance=guidance, models=models, labels=y, num_steps=STEPS, generators=gens, tally=tally
-    )
+    options = dict(guidance=guidance, models=models, labels=y, num_steps=STEPS, generators=gens, tally=tally)
+    return guided_velocity(x, t, step, share=share, **options)
 
 
 def by_hand(method, main, weak, x, t, y, step=3, seed=0):
@@ -214,3 +213,43 @@ def test_guidance_with_a_weak_model_needs_one(routed):
         check_models(make_guidance("ag", 2.0), {"main": routed})
     with pytest.raises(ConfigError, match="classes"):
         check_models(make_guidance("ag", 2.0), {"main": routed, "weak": tiny_model(num_classes=7)})
+
+
+SHARED = ["none", "cfg", "sg", "cfg+sg", "ag", "ag+sg", "icg"]
+
+
+@pytest.mark.parametrize("method", SHARED)
+@pytest.mark.parametrize("sparsity", ["routed", "masked"])
+def test_a_shared_prefix_changes_nothing_but_the_work(method, sparsity, inputs, request):
+    """Bit for bit: the prefix batches exactly as the whole forwards did, and token subsets are drawn in order."""
+    x, t, y = inputs
+    model = request.getfixturevalue(sparsity)
+    models = {"main": model, "weak": tiny_model(seed=5, routes=((1, 2),))}
+    guidance = make_guidance("none", 1.0, 0.25) if method == "none" else guidance_for(method)
+    shared, whole = Tally(), Tally()
+    with torch.no_grad():
+        got = velocity(guidance, models, x, t, y, tally=shared)
+        want = velocity(guidance, models, x, t, y, tally=whole, share=False)
+    assert torch.equal(got, want)
+    assert shared.forwards == whole.forwards
+    assert shared.prefixes["main"] == (4 if method == "sg" else whole.prefixes["main"])  # SG: one prefix, not two
+
+
+def test_sg_at_equal_gammas_shares_the_prefix_within_a_kernel_batching_difference(routed, inputs):
+    x, t, y = inputs
+    guidance, tally = make_guidance("sg", 2.0, 0.5, 0.5), Tally()
+    with torch.no_grad():
+        got = velocity(guidance, {"main": routed}, x, t, y, tally=tally)
+        want = velocity(guidance, {"main": routed}, x, t, y, share=False)
+    assert tally.prefixes["main"] == 4 and tally.forwards == {("main", 0.5): 8}
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_models_without_a_prefix_run_whole_forwards(routed, inputs):
+    x, t, y = inputs
+    model, tally = Recorder(routed), Tally()
+    with torch.no_grad():
+        got = velocity(make_guidance("sg", 2.0, 0.25, 0.5), {"main": model}, x, t, y, tally=tally)
+        want = velocity(make_guidance("sg", 2.0, 0.25, 0.5), {"main": routed}, x, t, y)
+    assert [c[:2] for c in model.calls] == [(4, 0.25), (4, 0.5)] and tally.prefixes["main"] == 8
+    assert torch.equal(got, want)

@@ -10,7 +10,8 @@ from conftest import tiny_config, tiny_inputs, tiny_model
 
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import MODEL_NAMES, create_model, model_config
-from sparseguidance.models.dit import sincos_2d
+from sparseguidance.models.dit import Prefix, sincos_2d
+from sparseguidance.sampling.seeds import sample_generators
 from sparseguidance.sparsity import gather_tokens
 
 
@@ -257,3 +258,36 @@ def test_time_scale_multiplies_t_before_the_embedding():
         torch.testing.assert_close(scaled(x, t, y), plain(x, t * 1000, y))
     with pytest.raises(ConfigError, match="time_scale must be positive"):
         tiny_config(time_scale=0.0)
+
+
+def test_forward_is_the_rest_of_the_prefix_and_one_prefix_serves_every_gamma(routed, masked):
+    x, t, y = tiny_inputs()
+    for model, start in ((routed, 1), (masked, 0), (tiny_model(), 4)):
+        with torch.no_grad():
+            prefix = model.prefix(x, t, y)
+            assert prefix.start == start and prefix.tokens.shape == (3, 16, 32)
+            for gamma in (0.0,) if start == 4 else (0.0, 0.25, 0.75):
+                whole = model(x, t, y, gamma=gamma, generator=sample_generators(0, range(3)))
+                split = model.rest(prefix, gamma=gamma, generator=sample_generators(0, range(3)))
+                assert torch.equal(whole, split)
+
+
+def test_prefix_stops_at_the_routes_of_the_call_and_rest_refuses_an_earlier_route():
+    model = tiny_model()
+    x, t, y = tiny_inputs()
+    with torch.no_grad():
+        prefix = model.prefix(x, t, y, routes=((2, 3),))
+        assert prefix.start == 2
+        keep = torch.arange(8).expand(3, 8)
+        assert torch.equal(model.rest(prefix, keep=keep, routes=((2, 3),)), model(x, t, y, keep=keep, routes=((2, 3),)))
+        with pytest.raises(ConfigError, match="route starts at 1"):
+            model.rest(prefix, keep=keep, routes=((1, 3),))
+
+
+def test_prefixes_stack_and_split_along_the_batch(routed):
+    x, t, y = tiny_inputs()
+    with torch.no_grad():
+        a, b = routed.prefix(x, t, y).chunk(3)[:2]
+        both = Prefix.cat([a, b])
+        assert torch.equal(both.tokens, routed.prefix(x, t, y).tokens[:2]) and both.start == 1
+        assert Prefix.cat([a]) is a

@@ -154,3 +154,29 @@ def test_bad_settings_are_config_errors(routed):
             generate(make_guidance("none"), {"main": routed}, labels, **kwargs)
     with pytest.raises(ConfigError, match="labels"):
         generate(make_guidance("none"), {"main": routed}, torch.tensor([5]))
+
+
+def test_shared_prefix_gives_the_same_images_and_the_flops_module_s_cost(routed):
+    labels, guidance = torch.tensor([0, 1, 2]), make_guidance("sg", 1.5, 0.25, 0.5)
+    shared, whole = (generate(guidance, {"main": routed}, labels, steps=3, share=s) for s in (True, False))
+    assert torch.equal(shared.images, whole.images)
+    for samples, share in ((shared, True), (whole, False)):
+        expected = euler_step_flops(guidance, routed.config, None, 3, share=share) * 3
+        assert samples.cost.flops.paper == pytest.approx(expected.paper)
+        assert samples.cost.flops.full == pytest.approx(expected.full)
+    assert shared.cost.flops.paper < whole.cost.flops.paper and shared.cost.forwards == whole.cost.forwards == 6
+
+
+def test_fp32_is_the_plain_euler_loop_bit_for_bit_and_bf16_stays_close(routed):
+    labels, steps = torch.tensor([0, 1, 2]), 3
+    x = gaussian((3, 3, 8, 8), sample_generators(0, range(3)), "cpu")
+    with torch.no_grad():
+        for i in range(steps):
+            x = x + routed(x, i / steps, labels) / steps
+    fp32 = generate(make_guidance("none"), {"main": routed}, labels, steps=steps, precision="fp32").images
+    bf16 = generate(make_guidance("none"), {"main": routed}, labels, steps=steps, precision="bf16").images
+    assert torch.equal(fp32, x)
+    assert not torch.equal(bf16, x) and bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, x, rtol=0.05, atol=0.05)
+    with pytest.raises(ConfigError, match="unknown precision"):
+        generate(make_guidance("none"), {"main": routed}, labels, steps=steps, precision="fp8")

@@ -139,3 +139,12 @@ def test_vae_decodes_latents_to_images(tmp_path):
     assert read_npz(tmp_path / "s.npz")["arr_0"].shape == (2, 16, 16, 3)
     with pytest.raises(CheckpointError, match="config.json"):
         load_vae(tmp_path)
+
+
+def test_no_share_and_precision(checkpoint, tmp_path):
+    """--no-share runs each branch whole: the same images; bf16 autocast: close to fp32, not equal."""
+    for name, extra in (("shared", []), ("whole", ["--no-share"]), ("bf16", ["--precision", "bf16"])):
+        assert sample(checkpoint, tmp_path / f"{name}.npz", *SG, "--num-images", "3", "--device", "cpu", *extra) == 0
+    shared, whole, bf16 = (read_npz(tmp_path / f"{n}.npz")["arr_0"].astype(int) for n in ("shared", "whole", "bf16"))
+    assert np.array_equal(shared, whole)
+    assert not np.array_equal(shared, bf16) and np.abs(shared - bf16).mean() < 8

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sparseguidance.checkpoints import load_model
 from sparseguidance.config import check_types
 from sparseguidance.data import mnist5k
+from sparseguidance.devices import PRECISIONS
 from sparseguidance.errors import ConfigError
 from sparseguidance.files import atomic_write
 from sparseguidance.guidance import Guidance, make_guidance
@@ -33,7 +34,7 @@ from sparseguidance.metrics.evaluate import PR_NEIGHBOURS, EvalConfig, Evaluator
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import SHIPPED_MODELS, resolve_checkpoint
 from sparseguidance.sampling import Cost, Samples, class_labels, generate
-from sparseguidance.sampling.sampler import MAX_IMAGES
+from sparseguidance.sampling.sampler import MAX_IMAGES, model_device
 
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, 100 per class
 DIGIT_SHAPE = (1, 32, 32, 10)  # channels, height, width, classes: what the MNIST metrics score
@@ -71,6 +72,7 @@ class DemoSettings:
     gamma_weak: float = 0.9  # γ of SG's weak branch (the paper's SG_FLOPS pair)
     num_images: int = 110  # images per method: about 2 minutes in all on a 2-core CPU, one thread
     batch_size: int = 32  # images per batch (does not change them)
+    precision: str = "fp32"  # or bf16 / fp16 autocast of the model
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -88,6 +90,7 @@ class DemoSettings:
             self.gamma_strong < self.gamma_weak,
             f"SG needs gamma_strong < gamma_weak (a sparser weak branch), got {self.gamma_strong}, {self.gamma_weak}",
         )
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         least = max(2, self.grid_size)  # the comparison image, and two samples for a covariance
         require(
             least <= self.num_images <= MAX_IMAGES,
@@ -203,6 +206,7 @@ def sample_range(runs: list[MethodRun], model: DiT, settings: DemoSettings, indi
                 batch_size=settings.batch_size,
                 indices=indices,
                 progress=bar,
+                precision=settings.precision,
             )
         )
 
@@ -230,7 +234,8 @@ def score(evaluator: Evaluator, images: np.ndarray, labels: np.ndarray) -> dict[
 
 def run_demo(model: DiT, settings: DemoSettings, *, progress: bool = False) -> DemoResult:
     """Sample `num_images` images with every method (the same seeds and classes for each) and score them."""
-    evaluator = Evaluator(REFERENCE, EvalConfig(features="mnist", metrics=settings.metrics()))
+    config = EvalConfig(features="mnist", metrics=settings.metrics(), device=str(model_device(model)))
+    evaluator = Evaluator(REFERENCE, config)
     runs = [MethodRun(name, guidance) for name, guidance in demo_methods(settings).items()]
     with tqdm(total=len(runs) * settings.num_images, unit="img", desc="demo", disable=not progress) as bar:
         sample_range(runs, model, settings, range(settings.num_images), bar)

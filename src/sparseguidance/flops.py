@@ -6,6 +6,9 @@ Two conventions, both always reported:
 - `full`: two per multiply-add, attention score and attention-times-value matmuls included — what
   torch.utils.flop_counter counts.
 Token counts per block follow the sparsity: routed blocks and a masking encoder see T − floor(T·γ) tokens.
+A forward is its dense prefix (embeddings, blocks before the first route) plus the rest; guided steps count
+a prefix once for branches of one model and condition (SG's two branches), as the sampler runs them,
+unless `share=False` (the paper's count: every branch whole).
 """
 
 from __future__ import annotations
@@ -65,12 +68,25 @@ def block_tokens(config: ModelConfig, gamma: float, routes: tuple[Route, ...] | 
 
 
 def forward_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, ...] | None = None) -> Flops:
-    """FLOPs of one forward of one sample at token sparsity γ."""
+    """FLOPs of one forward of one sample at token sparsity γ: its prefix and its rest."""
+    return prefix_flops(config, routes) + rest_flops(config, gamma, routes)
+
+
+def prefix_flops(config: ModelConfig, routes: tuple[Route, ...] | None = None) -> Flops:
+    """FLOPs of the dense prefix (embeddings and the blocks before the first route) of one sample."""
     D, T, p = config.hidden_size, config.num_tokens, config.patch_size
     linear = T * config.in_channels * p * p * D  # patch embedding (a strided convolution)
     linear += FREQUENCY_SIZE * D + D * D  # timestep MLP
-    attention = 0
-    for tokens in block_tokens(config, gamma, routes):
+    lin, att = block_macs(D, config.mlp_ratio, D, T)
+    depth = config.prefix_depth(routes)
+    return Flops(paper=float(linear + depth * lin), full=2.0 * (linear + depth * (lin + att)))
+
+
+def rest_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, ...] | None = None) -> Flops:
+    """FLOPs of one sample's forward from the prefix on, at token sparsity γ."""
+    D, T, p = config.hidden_size, config.num_tokens, config.patch_size
+    linear, attention = 0, 0
+    for tokens in block_tokens(config, gamma, routes)[config.prefix_depth(routes) :]:
         lin, att = block_macs(D, config.mlp_ratio, D, tokens)
         linear, attention = linear + lin, attention + att
     width = D
@@ -86,19 +102,33 @@ def forward_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, 
 
 
 def guided_flops(
-    guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, step: int, num_steps: int, t: float
+    guidance: Guidance,
+    main: ModelConfig,
+    weak: ModelConfig | None,
+    step: int,
+    num_steps: int,
+    t: float,
+    share: bool = True,
 ) -> Flops:
-    """FLOPs of one guided velocity evaluation of one sample: every branch that runs at (step, t)."""
-    total = ZERO
+    """FLOPs of one guided velocity evaluation of one sample: every branch that runs at (step, t).
+
+    share: count a prefix once for branches of one model and condition, as the sampler runs them.
+    """
+    total, seen = ZERO, set()
     for branch in guidance.branches(t):
         config = main if branch.model == "main" else weak if weak is not None else main
-        total = total + forward_flops(config, branch.gamma.at(step, num_steps))
+        if not share or branch.prefix_key not in seen:
+            total = total + prefix_flops(config)
+        seen.add(branch.prefix_key)
+        total = total + rest_flops(config, branch.gamma.at(step, num_steps))
     return total
 
 
-def euler_step_flops(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int) -> Flops:
+def euler_step_flops(
+    guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int, share: bool = True
+) -> Flops:
     """Mean FLOPs per step of a `num_steps` Euler sampler (t_i = i / num_steps), γ schedules included."""
     total = ZERO
     for i in range(num_steps):
-        total = total + guided_flops(guidance, main, weak, i, num_steps, i / num_steps)
+        total = total + guided_flops(guidance, main, weak, i, num_steps, i / num_steps, share)
     return total * (1.0 / num_steps)

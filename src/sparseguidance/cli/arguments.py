@@ -6,6 +6,7 @@ import argparse
 import math
 from collections.abc import Callable
 
+from sparseguidance.devices import COMPILE_MODES, PRECISIONS
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import GUIDANCE_METHODS, SCHEDULE_KINDS, Guidance, make_guidance, parse_schedule
 from sparseguidance.models import MaskDecoderConfig
@@ -96,3 +97,27 @@ def guidance_from_args(args: argparse.Namespace, scale: float = 1.0) -> Guidance
         for text, label in ((args.gamma_strong, "--gamma-strong"), (args.gamma_weak, "--gamma-weak"))
     )
     return make_guidance(args.guidance, scale, strong, weak, args.interval)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, what: str = "the models") -> None:
+    """--device, --precision, --compile and --no-tf32: where and how `what` runs (devices.use_device reads them)."""
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:N or mps (default: CUDA when available, the local rank's GPU; else cpu)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help=f"fp32 (default), or bf16 / fp16 autocast of {what}",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="auto",
+        choices=list(COMPILE_MODES),
+        help=f"torch.compile {what}: auto (torch's default), dynamic (one graph for every token count) or static "
+        "(one graph per shape); the first batch pays the compilation",
+    )
+    parser.add_argument(
+        "--no-tf32", dest="tf32", action="store_false", help="full-precision float32 matmuls on CUDA (default: TF32)"
+    )

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from sparseguidance.cli.arguments import add_device_arguments
 from sparseguidance.cli.sample import parse_classes
 from sparseguidance.demo import DemoSettings, format_table, load_demo_model, run_demo, save_comparison, table_rows
+from sparseguidance.devices import compile_model, use_device
 from sparseguidance.files import check_output_file
 from sparseguidance.provenance import provenance, write_json
 
@@ -43,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"images per method, the same on any machine (default {DEFAULTS.num_images}: ~2 min on 2 cores)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per batch")
+    add_device_arguments(parser, "the model")
     parser.add_argument("--out", type=Path, default=Path("demo.png"), help="comparison image (default demo.png)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the table as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_file(args.json, (".json",), "--json")
     settings = DemoSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)})
-    result = run_demo(load_demo_model(args.model), settings, progress=not args.no_progress)
+    model = load_demo_model(args.model).to(use_device(args.device, args.tf32))
+    if args.compile is not None:
+        compile_model(model, args.compile)
+    result = run_demo(model, settings, progress=not args.no_progress)
     save_comparison(args.out, result)
     seconds = time.perf_counter() - started
     if args.json is not None:

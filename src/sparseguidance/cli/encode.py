@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from sparseguidance.cli.arguments import whole
 from sparseguidance.data import ImageFolder, encode_images
+from sparseguidance.devices import use_device
 from sparseguidance.files import check_output_folder
 from sparseguidance.sampling.vae import load_autoencoder
 
@@ -26,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=whole(8), default=256, help="center-crop and resize to this (default 256)")
     parser.add_argument("--batch-size", type=whole(1), default=32)
     parser.add_argument("--shard-size", type=whole(1), default=10_000, help="samples per shard")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: CUDA when available, else cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Encode the folder and report where the shards went."""
     check_output_folder(args.out, "OUT")
-    vae = load_autoencoder(args.vae, args.device)
+    vae = load_autoencoder(args.vae, str(use_device(args.device)))
     dataset = ImageFolder(args.images, args.image_size, channels=3)
     count = encode_images(dataset, vae, args.out, args.batch_size, args.shard_size)
     print(f"{count} latents of {dataset.num_classes} classes in {args.out}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from sparseguidance.cli.arguments import add_device_arguments
+from sparseguidance.devices import use_device
 from sparseguidance.files import check_output_file
 from sparseguidance.metrics.evaluate import (
     EXTRACTORS,
@@ -23,7 +26,7 @@ NAMES = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "Precision", "re
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
-    """--features / --weights / --batch-size / --device / --no-progress, shared with `ref-stats`."""
+    """--features / --weights / --batch-size / device arguments / --no-progress, shared with `ref-stats`."""
     parser.add_argument("--features", choices=list(EXTRACTORS), default="inception", help="feature extractor")
     parser.add_argument(
         "--weights",
@@ -32,8 +35,14 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
         "mnist: default the shipped classifier)",
     )
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward (default 50)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    add_device_arguments(parser, "the feature extractor (not fp32: features, hence FID, shift)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def extractor_config(args: argparse.Namespace, metrics: tuple[str, ...] | None) -> EvalConfig:
+    """The EvalConfig of add_extractor_arguments' arguments, on the device they name (checked to exist)."""
+    device = str(use_device(args.device, args.tf32))
+    return EvalConfig(args.features, metrics, args.weights, args.batch_size, device, args.precision, args.compile)
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -86,8 +95,8 @@ def default_out(samples: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Compute the metrics, print a table with each one's convention, warn of too few samples, write the JSON file."""
     out = check_output_file(args.out or default_out(args.samples), (".json",))
-    config = EvalConfig(
-        args.features, args.metrics, args.weights, args.batch_size, args.device, args.is_convention, args.pr_distances
+    config = dataclasses.replace(
+        extractor_config(args, args.metrics), is_convention=args.is_convention, pr_distances=args.pr_distances
     )
     images = read_images(args.samples)  # a broken samples file is reported before any feature extraction
     evaluator = Evaluator(args.ref, config, progress=not args.no_progress)

@@ -16,6 +16,12 @@ from sparseguidance.models import MODEL_NAMES, MaskDecoderConfig, ModelConfig, m
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.sampling.sampler import MAX_STEPS
 
+SHARE_NOTE = {  # what the counts assume about the dense prefix (embeddings, blocks before the first route)
+    True: "counted once for branches of one model and condition (SG's two), as sampling runs it; "
+    "--no-share: the paper's count",
+    False: "counted in every branch (--no-share): the paper's count",
+}
+
 
 def add_model_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """--model / --route / --decoder (with a prefix such as `weak-` for the auxiliary model)."""
@@ -63,23 +69,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-channels", type=int, default=4, help="input channels (default 4: SD-VAE latents)")
     add_guidance_arguments(parser)
     parser.add_argument("--steps", type=int, default=40, help="Euler steps (default 40)")
+    parser.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="count every branch whole, as the paper does (default: SG's two branches share their dense prefix, "
+        "as `sample` runs them)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def report(guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int) -> dict[str, Any]:
+def report(
+    guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int, share: bool = True
+) -> dict[str, Any]:
     """FLOPs summary of a guided Euler sampler: per dense forward, per step (mean) and per image, in GFLOPs."""
     if not 1 <= num_steps <= MAX_STEPS:
         raise ConfigError(f"--steps must be from 1 to {MAX_STEPS:,}, got {num_steps}")
-    step = euler_step_flops(guidance, main, weak, num_steps)
+    step = euler_step_flops(guidance, main, weak, num_steps, share)
     return {
         "guidance": guidance.name,
         "steps": num_steps,
+        "shared_prefix": share,
         **step.as_dict("gflops"),
         **(step * num_steps).as_dict("gflops_per_image"),
         **forward_flops(main).as_dict("dense_forward_gflops"),
         "convention": {
             "paper": "1 per multiply-add of linear layers, attention matmuls not counted",
             "full": "2 per multiply-add, attention matmuls included",
+            "shared_prefix": SHARE_NOTE[share],
         },
     }
 
@@ -111,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     elif guidance.uses_weak_model:  # the checkpoint's architecture, at its own routes or --weak-route
         weak = dataclasses.replace(main, routes=tuple(args.weak_route or main.routes))
     routes = [list(r) for r in main.routes]
-    summary = {"model": label, "routes": routes, **predicts, **report(guidance, main, weak, args.steps)}
+    summary = {"model": label, "routes": routes, **predicts, **report(guidance, main, weak, args.steps, args.share)}
     if weak is not None:
         summary["weak_model"] = args.weak_model or label
     if args.json:
@@ -127,4 +144,5 @@ def run(args: argparse.Namespace) -> int:
         ("per image", "gflops_per_image"),
     ):
         print(f"{row:28}{summary[key + '_paper']:12.2f}{summary[key + '_full']:12.2f}")
+    print(f"shared prefix: {SHARE_NOTE[args.share]}")
     return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparseguidance.cli.eval import add_extractor_arguments
+from sparseguidance.cli.eval import add_extractor_arguments, extractor_config
 from sparseguidance.errors import DataError
 from sparseguidance.files import check_output_file
-from sparseguidance.metrics.evaluate import EvalConfig, Evaluator
+from sparseguidance.metrics.evaluate import Evaluator
 from sparseguidance.metrics.reference import is_statistics_file, save_reference
 from sparseguidance.metrics.sources import MNIST_PREFIX
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, (".npz",))
     if is_statistics_file(args.images):
         raise DataError(f"{args.images} already holds statistics (mu, sigma); give images")
-    config = EvalConfig(args.features, None, args.weights, args.batch_size, args.device)
+    config = extractor_config(args, None)
     stats = Evaluator(args.images, config, progress=not args.no_progress).reference
     save_reference(args.out, stats)
     print(f"wrote {args.out}: {len(stats.features)} images, {stats.pool.mu.shape[0]}-d features ({stats.extractor})")

@@ -18,8 +18,16 @@ from torch import nn
 from tqdm import tqdm
 
 from sparseguidance.checkpoints import open_checkpoint
-from sparseguidance.cli.arguments import add_guidance_arguments, finite, guidance_from_args, parse_route, whole
+from sparseguidance.cli.arguments import (
+    add_device_arguments,
+    add_guidance_arguments,
+    finite,
+    guidance_from_args,
+    parse_route,
+    whole,
+)
 from sparseguidance.data import IMAGE_SUFFIXES
+from sparseguidance.devices import compile_model, use_device
 from sparseguidance.errors import ConfigError
 from sparseguidance.files import check_output_file, check_output_folder
 from sparseguidance.guidance import Guidance
@@ -117,7 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR|OWNER/NAME",
         help="decode latents: a diffusers AutoencoderKL folder, or a Hub id where online (stabilityai/sd-vae-ft-ema)",
     )
-    parser.add_argument("--device", help="default: cuda (the local rank's GPU) if available, else cpu")
+    add_device_arguments(parser)
+    parser.add_argument(
+        "--no-share",
+        dest="share",
+        action="store_false",
+        help="run every branch whole (default: SG's branches share their dense prefix; the images are the same)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -186,6 +200,7 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "seed": args.seed,
         "steps": args.steps,
         "sampler": args.sampler,
+        "precision": args.precision,
         "shard_size": args.shard_size,
         "vae": args.vae,
         # recorded only when given, so that shard folders of earlier versions still resume
@@ -208,12 +223,15 @@ def run(args: argparse.Namespace) -> int:
     """Sample, write the output, print a summary."""
     check_out(args.out)
     rank, world = distributed()
-    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    device = str(use_device(args.device, args.tf32))
     guidance = guidance_from_args(args, args.scale)
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name becomes its file
     if args.weak_checkpoint is not None:
         args.weak_checkpoint = str(resolve_checkpoint(args.weak_checkpoint))
     models = load_models(args, guidance, device)
+    if args.compile is not None:
+        for model in models.values():
+            compile_model(model, args.compile)
     config = models["main"].config
     decode = None
     if config.in_channels not in PIXEL_CHANNELS:
@@ -224,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         decode = load_vae(args.vae, device)
     labels = class_labels(args.classes, range(args.num_images), config.num_classes, args.seed)
     options = dict(seed=args.seed, steps=args.steps, sampler=args.sampler, batch_size=args.batch_size, decode=decode)
+    options |= dict(share=args.share, precision=args.precision)
     progress = not args.no_progress and rank == 0
     start = time.perf_counter()
     if args.out.suffix == ".npz":

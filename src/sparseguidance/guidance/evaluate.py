@@ -5,6 +5,11 @@ is 0), each branch's condition (c, ∅, or an independent c′) and its γ at th
 model and γ (hence token count) run as one forward over the concatenated batch, the others separately;
 then ω·D_strong + (1 − ω)·D_weak (`guidance.combine`).
 
+Shared prefix: a model with `prefix`/`rest` (models.dit.DiT) runs its dense start (embeddings and the
+blocks before the first route) once per (model, condition) — the input x is the same for every branch —
+and each γ from there on: SG's two conditional branches share it, CFG+SG's (c and ∅) do not. The result is
+the unshared one exactly; only the work changes. Models without a prefix (e.g. wrappers) run whole.
+
 Randomness: with one generator per sample, row k of every forward (and its ICG label) draws from sample
 k's generator, so a sample's trajectory does not depend on the batch it is in.
 """
@@ -14,12 +19,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from sparseguidance.errors import ConfigError
-from sparseguidance.guidance.methods import Branch, Guidance
+from sparseguidance.guidance.methods import Branch, Guidance, PrefixKey
 from sparseguidance.sparsity import Generators
 
 Models = Mapping[str, nn.Module]  # "main" (and "weak" for AutoGuidance) -> model(x, t, y, gamma=, generator=)
@@ -27,10 +33,11 @@ Models = Mapping[str, nn.Module]  # "main" (and "weak" for AutoGuidance) -> mode
 
 @dataclass
 class Tally:
-    """Work done, counted in samples: velocity evaluations, and forwards per (model role, γ)."""
+    """Work done, counted in samples: velocity evaluations, forwards per (model role, γ), prefixes per role."""
 
     evaluations: int = 0
-    forwards: Counter[tuple[str, float]] = field(default_factory=Counter)
+    forwards: Counter[tuple[str, float]] = field(default_factory=Counter)  # branch evaluations (rest of a forward)
+    prefixes: Counter[str] = field(default_factory=Counter)  # dense prefixes run (one per forward when unshared)
 
 
 def check_models(guidance: Guidance, models: Models) -> None:
@@ -67,6 +74,11 @@ def branch_labels(branch: Branch, labels: torch.Tensor, model: nn.Module, genera
     return independent_labels(model.config.num_classes, labels.shape[0], generators, labels.device)
 
 
+def repeat(x: torch.Tensor, times: int) -> torch.Tensor:
+    """`times` copies of a batch stacked along dim 0 (x itself for one)."""
+    return x if times == 1 else torch.cat([x] * times)
+
+
 def repeat_generators(generators: Generators, times: int) -> Generators:
     """Generators for `times` copies of the batch stacked along dim 0 (one list per copy, in order)."""
     return list(generators) * times if isinstance(generators, Sequence) else generators
@@ -83,31 +95,49 @@ def guided_velocity(
     num_steps: int,
     generators: Generators = None,
     tally: Tally | None = None,
+    share: bool = True,
 ) -> torch.Tensor:
     """The guided velocity at x, time t and sampling step `step` of `num_steps` (γ schedules read the step).
 
     guidance:   the method (branches, ω, interval);    models:  role -> model ("main", "weak");
     labels:     the samples' classes (B,);              generators: one torch.Generator, or one per sample;
-    tally:      where to count evaluations and forwards (optional).
+    tally:      where to count evaluations and forwards (optional);
+    share:      run a prefix once for branches of one model and condition (False: every branch whole).
     """
     branches = guidance.branches(t)
     if guidance.scale == 1.0:
         branches = branches[:1]  # lerp with weight 1 is exactly D_strong: the weak forward would be wasted
     gammas = [b.gamma.at(step, num_steps) for b in branches]
-    conditions = [branch_labels(b, labels, models[b.model], generators) for b in branches]
+    conditions: dict[PrefixKey, torch.Tensor] = {}
+    for b in branches:  # in branch order, so ICG's c′ is drawn before any token subset
+        if b.prefix_key not in conditions:
+            conditions[b.prefix_key] = branch_labels(b, labels, models[b.model], generators)
     groups: dict[tuple[str, float], list[int]] = {}
     for i, (branch, gamma) in enumerate(zip(branches, gammas, strict=True)):
         groups.setdefault((branch.model, gamma), []).append(i)  # same model and γ: same token count, one forward
     predictions: dict[int, torch.Tensor] = {}
+    prefixes: dict[PrefixKey, Any] = {}  # (model, condition) -> its prefix, run once for every γ
     for (role, gamma), members in groups.items():
-        n = len(members)
-        y = torch.cat([conditions[i] for i in members])
-        xs = x if n == 1 else torch.cat([x] * n)
-        out = models[role](xs, t, y, gamma=gamma, generator=repeat_generators(generators, n))
+        model, n = models[role], len(members)
+        keys = [branches[i].prefix_key for i in members]
+        generator = repeat_generators(generators, n)  # rest draws in group order, as whole forwards did
+        if share and hasattr(model, "prefix"):
+            new = [k for k in dict.fromkeys(keys) if k not in prefixes]  # conditions no earlier group has run
+            if new:  # one prefix over their batches, as one forward over them would run it
+                state = model.prefix(repeat(x, len(new)), t, torch.cat([conditions[k] for k in new]))
+                prefixes.update(zip(new, state.chunk(len(new)), strict=True))
+            state = type(prefixes[keys[0]]).cat([prefixes[k] for k in keys])
+            out = model.rest(state, gamma=gamma, generator=generator)
+            prefix_rows = len(new) * x.shape[0]
+        else:
+            y = torch.cat([conditions[k] for k in keys])
+            out = model(repeat(x, n), t, y, gamma=gamma, generator=generator)
+            prefix_rows = n * x.shape[0]
         for i, chunk in zip(members, out.chunk(n), strict=True):
-            predictions[i] = chunk
+            predictions[i] = chunk.to(x.dtype)  # autocast's half-precision output: guide in the sampler's dtype
         if tally is not None:
-            tally.forwards[(role, gamma)] += y.shape[0]
+            tally.forwards[(role, gamma)] += n * x.shape[0]
+            tally.prefixes[role] += prefix_rows
     if tally is not None:
         tally.evaluations += x.shape[0]
     return guidance.combine(predictions[0], predictions.get(1))

@@ -19,6 +19,7 @@ from sparseguidance.guidance.schedules import GammaSchedule, as_schedule
 
 ModelRole = Literal["main", "weak"]
 Condition = Literal["class", "null", "independent"]
+PrefixKey = tuple[ModelRole, Condition]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class Branch:
     model: ModelRole = "main"
     condition: Condition = "class"
     gamma: GammaSchedule = field(default_factory=GammaSchedule)
+
+    @property
+    def prefix_key(self) -> PrefixKey:
+        """(model, condition): branches that agree on it see the same input up to the first route, whatever γ."""
+        return self.model, self.condition
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sparseguidance.config import check_types
+from sparseguidance.devices import PRECISIONS, autocast, compile_model
 from sparseguidance.errors import ConfigError
 from sparseguidance.metrics.features import FeatureExtractor, Features, extract
 from sparseguidance.metrics.frechet import fit_gaussian, frechet_distance
@@ -60,6 +61,8 @@ class EvalConfig:
     device: str = "cpu"
     is_convention: str = "chunks-5000"  # a key of IS_CONVENTIONS
     pr_distances: str | None = None  # a key of PR_DISTANCES; None = ADM's float16 on Inception features, else float32
+    precision: str = "fp32"  # or bf16 / fp16 autocast of the extractor (features, hence scores, shift)
+    compile: str | None = None  # a devices.COMPILE_MODES key: torch.compile the extractor
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -73,6 +76,8 @@ class EvalConfig:
         check_choice(self.is_convention, IS_CONVENTIONS, "IS convention")
         if self.pr_distances is not None:
             check_choice(self.pr_distances, PR_DISTANCES, "precision/recall distances")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
 
     def conventions(self) -> dict[str, str]:
         """Metric -> the convention (a key of CONVENTIONS[metric]) it is computed in, as results files record it."""
@@ -92,6 +97,8 @@ class Evaluator:
     ) -> None:
         self.config, self.progress = config, progress
         self.extractor = EXTRACTORS[config.features](config.weights)
+        if config.compile is not None:
+            compile_model(self.extractor, config.compile)
         limits = self.extractor_limits()
         for metric in config.metrics or ():  # fail before any feature is extracted
             if metric in limits:
@@ -114,7 +121,9 @@ class Evaluator:
 
     def features(self, images: ImageSet, desc: str) -> Features:
         """Extractor features of an image set."""
-        return extract(self.extractor, images.images, self.config.batch_size, self.config.device, self.progress, desc)
+        config = self.config
+        with autocast(config.device, config.precision):
+            return extract(self.extractor, images.images, config.batch_size, config.device, self.progress, desc)
 
     def extractor_limits(self) -> dict[str, str]:
         """Metric -> why the extractor cannot give it."""

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from sparseguidance.errors import ConfigError
-from sparseguidance.models.dit import DiT, MaskDecoderConfig, ModelConfig, check_routes
+from sparseguidance.models.dit import DiT, MaskDecoderConfig, ModelConfig, Prefix, check_routes
 
 # size -> (depth, hidden size, heads), as in the DiT paper's Table 1.
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -57,6 +57,7 @@ __all__ = [
     "DiT",
     "MaskDecoderConfig",
     "ModelConfig",
+    "Prefix",
     "MODEL_NAMES",
     "SIZES",
     "check_routes",

@@ -98,6 +98,13 @@ class ModelConfig:
         """'routing', 'masking' or 'dense': how the model was built to drop tokens."""
         return "routing" if self.routes else "masking" if self.decoder is not None else "dense"
 
+    def prefix_depth(self, routes: Sequence[Route] | None = None) -> int:
+        """Blocks before the first route (0 when masking, all when dense): the prefix that every γ shares."""
+        if self.decoder is not None:
+            return 0
+        routes = self.routes if routes is None else check_routes(routes, self.depth)
+        return routes[0][0] if routes else self.depth
+
 
 def check_routes(routes: Sequence[Sequence[int]], depth: int) -> tuple[Route, ...]:
     """Validate routes against the depth: 0 ≤ start ≤ end < depth, sorted, not overlapping."""
@@ -256,8 +263,34 @@ class TokenPlan:
     mask_keep: torch.Tensor | None = None
 
 
+@dataclass
+class Prefix:
+    """What the dense prefix hands to the rest of a forward: tokens with positions, conditioning, next block."""
+
+    tokens: torch.Tensor  # (B, T, D)
+    c: torch.Tensor  # (B, D): timestep + label embedding
+    start: int  # the first block the rest runs
+
+    @staticmethod
+    def cat(prefixes: Sequence[Prefix]) -> Prefix:
+        """Several batches' prefixes as one batch (the same object when there is only one)."""
+        if len(prefixes) == 1:
+            return prefixes[0]
+        if len({p.start for p in prefixes}) != 1:
+            raise ValueError("cannot stack prefixes that stop at different blocks")
+        tokens, c = torch.cat([p.tokens for p in prefixes]), torch.cat([p.c for p in prefixes])
+        return Prefix(tokens, c, prefixes[0].start)
+
+    def chunk(self, n: int) -> list[Prefix]:
+        """Split into n equal batches (views)."""
+        return [Prefix(tk, c, self.start) for tk, c in zip(self.tokens.chunk(n), self.c.chunk(n), strict=True)]
+
+
 class DiT(nn.Module):
-    """Class-conditional DiT/SiT; `forward(x, t, y, gamma=…)` runs it at any token sparsity γ."""
+    """Class-conditional DiT/SiT; `forward(x, t, y, gamma=…)` runs it at any token sparsity γ.
+
+    `forward` is `rest(prefix(x, t, y), gamma=…)`: callers that need several γ on one input run the prefix once.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -315,20 +348,46 @@ class DiT(nn.Module):
         keep:      explicit kept indices (B, K) instead of a random draw (one tensor per route, or one for all).
         routes:    routes to use instead of the configured ones (routing or dense models only).
         """
+        return self.rest(self.prefix(x, t, y, routes), gamma, generator, keep, routes)
+
+    def prefix(
+        self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor, routes: Sequence[Route] | None = None
+    ) -> Prefix:
+        """The part of a forward that no γ changes: embeddings, then the blocks before the first route.
+
+        Branches on the same x, t and y share it (Sparse Guidance's two conditional branches); a masking
+        model drops tokens from its first block on, so there it is the embeddings alone.
+        """
         B = self._check_input(x, y)
         t = torch.as_tensor(t, device=x.device).expand(B) if not torch.is_tensor(t) or t.dim() == 0 else t
         tokens = self.x_embedder(x) + self.pos_embed  # (B, T, D): positions travel with the tokens
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
-        plan = self._plan(B, gamma, generator, keep, routes, x.device)
+        start = self.config.prefix_depth(routes)
+        for block in self.blocks[:start]:
+            tokens = block(tokens, c)  # (B, T, D)
+        return Prefix(tokens, c, start)
 
+    def rest(
+        self,
+        prefix: Prefix,
+        gamma: float = 0.0,
+        generator: Generators = None,
+        keep: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        routes: Sequence[Route] | None = None,
+    ) -> torch.Tensor:
+        """The forward from the prefix on at token sparsity γ (arguments as in `forward`): velocity (B, C, H, W)."""
+        tokens, c = prefix.tokens, prefix.c
+        plan = self._plan(tokens.shape[0], gamma, generator, keep, routes, tokens.device)
+        if plan.routes and min(plan.routes) < prefix.start:
+            raise ConfigError(f"the prefix ran blocks 0..{prefix.start - 1}, but a route starts at {min(plan.routes)}")
         if plan.mask_keep is not None:
             tokens = gather_tokens(tokens, plan.mask_keep)  # (B, K, D): dropped tokens never enter
         full, end = None, -1
-        for i, block in enumerate(self.blocks):
+        for i in range(prefix.start, self.config.depth):
             if i in plan.routes:
                 end, route_keep = plan.routes[i]
                 full, tokens = tokens, gather_tokens(tokens, route_keep)  # (B, K, D)
-            tokens = block(tokens, c)
+            tokens = self.blocks[i](tokens, c)
             if i == end:
                 tokens, full, end = scatter_tokens(full, tokens, route_keep), None, -1  # (B, T, D)
         if self.decoder is not None:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sparseguidance.devices import autocast
 from sparseguidance.errors import ConfigError
-from sparseguidance.flops import ZERO, Flops, forward_flops
+from sparseguidance.flops import ZERO, Flops, prefix_flops, rest_flops
 from sparseguidance.guidance.evaluate import Models, Tally, check_models, guided_velocity
 from sparseguidance.guidance.methods import Guidance
 from sparseguidance.sampling.integrators import Integrator, euler, euler_maruyama, heun
@@ -44,10 +45,12 @@ class Cost:
 
 
 def cost_of(tally: Tally, models: Models, count: int) -> Cost:
-    """Per-image cost of the forwards a tally counted over `count` samples (FLOPs from the FLOPs module)."""
+    """Per-image cost of the prefixes and forwards a tally counted over `count` samples (FLOPs module's counts)."""
     total = ZERO
+    for role, rows in tally.prefixes.items():
+        total = total + prefix_flops(models[role].config) * rows
     for (role, gamma), rows in tally.forwards.items():
-        total = total + forward_flops(models[role].config, gamma) * rows
+        total = total + rest_flops(models[role].config, gamma) * rows
     return Cost(tally.evaluations / count, sum(tally.forwards.values()) / count, total * (1 / count))
 
 
@@ -97,8 +100,13 @@ def sample_batch(
     steps: int = 40,
     sampler: str = "euler",
     tally: Tally | None = None,
+    share: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """One batch in the model's space (latents or pixels): each sample's noise, then the integrator from t = 0 to 1."""
+    """One batch in the model's space (latents or pixels): each sample's noise, then the integrator from t = 0 to 1.
+
+    share: run a prefix once for branches of one model and condition; precision: fp32, or bf16/fp16 autocast.
+    """
     config = models["main"].config
     device = model_device(models["main"])
     generators = sample_generators(seed, indices)  # noise first, then every forward's draws, in step order
@@ -111,8 +119,9 @@ def sample_batch(
         num_steps=steps,
         generators=generators,
         tally=tally,
+        share=share,
     )
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         return INTEGRATORS[sampler](velocity, x, steps, generators)
 
 
@@ -140,6 +149,8 @@ def generate(
     indices: Sequence[int] | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool | tqdm = False,
+    share: bool = True,
+    precision: str = "fp32",
 ) -> Samples:
     """Sample len(labels) images in batches; image k depends only on (seed, indices[k], labels[k], settings).
 
@@ -148,7 +159,9 @@ def generate(
     steps:      sampling steps;                          sampler:  "euler" | "heun" | "sde";
     batch_size: samples per batch (does not change the images);  indices: sample indices (default 0..N−1);
     decode:     latents -> images, applied per batch (e.g. sampling.vae.load_vae);
-    progress:   show a progress bar (True) or advance the tqdm bar given.
+    progress:   show a progress bar (True) or advance the tqdm bar given;
+    share:      run a prefix once for branches of one model and condition (False: every branch whole; the
+                images are the same either way);    precision:  "fp32" | "bf16" | "fp16" (autocast).
     """
     indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(labels) or batch_size < 1:
@@ -163,7 +176,16 @@ def generate(
         for lo in range(0, len(labels), batch_size):
             batch = slice(lo, lo + batch_size)
             x = sample_batch(
-                guidance, models, labels[batch], indices[batch], seed=seed, steps=steps, sampler=sampler, tally=tally
+                guidance,
+                models,
+                labels[batch],
+                indices[batch],
+                seed=seed,
+                steps=steps,
+                sampler=sampler,
+                tally=tally,
+                share=share,
+                precision=precision,
             )
             images.append((decode(x) if decode is not None else x).float().cpu())
             bar.update(len(images[-1]))
