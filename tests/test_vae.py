@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from PIL import Image
 
 from sparseguidance.errors import CheckpointError
 from sparseguidance.sampling.vae import load_autoencoder
@@ -29,7 +34,7 @@ def test_a_hub_id_is_fetched_online(monkeypatch):
 
     monkeypatch.setattr(diffusers.AutoencoderKL, "from_pretrained", fetch)
     assert isinstance(load_autoencoder("stabilityai/sd-vae-ft-ema"), Loaded)
-    assert calls == [("stabilityai/sd-vae-ft-ema", {"local_files_only": False})]
+    assert calls == [("stabilityai/sd-vae-ft-ema", {"local_files_only": False, "low_cpu_mem_usage": False})]
 
 
 def test_a_hub_id_offline_is_one_line_saying_what_to_do(monkeypatch):
@@ -53,3 +58,18 @@ def test_neither_a_folder_nor_a_hub_id(spec, message, tmp_path, monkeypatch):
     (tmp_path / "folder").mkdir()
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_autoencoder(spec)
+
+
+def test_an_absent_folder_taken_for_a_hub_id_fails_offline_in_one_line(tmp_path):
+    """`--vae absent/vae`, no folder here, looks like a Hub id; offline its fetch is one line and exit 2 (the Hub
+    client's retries, diffusers' notices and deprecation warnings held back), and nothing is written."""
+    (tmp_path / "images" / "0").mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(tmp_path / "images" / "0" / "a.png")
+    command = [sys.executable, "-m", "sparseguidance", "encode", "images", "lat", "--vae", "absent/vae"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    expected = "sparseguidance encode: error: absent/vae is no local folder and could not be fetched from the Hugging"
+    assert result.stderr.startswith(expected) and result.stderr.count("\n") == 1, result.stderr
+    assert "huggingface-cli download absent/vae --local-dir DIR" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]

@@ -34,6 +34,9 @@ COMPUTING = ("eval", "ref-stats", "train-features", "sample", "train", "encode",
 # One intra-op thread: the shipped models are small, and on a busy 2-core machine two threads made a training
 # step of mnist-routing 4–6× slower than one (docs/training.md, "Threads"). OMP_NUM_THREADS, when set, wins.
 DEFAULT_THREADS = 1
+# More than any machine has (the largest have a few hundred hardware threads); torch.set_num_threads(10**6)
+# was accepted and then crashed the process at exit.
+MAX_THREADS = 1024
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +81,8 @@ def set_threads(threads: int | None) -> None:
     """Set torch's CPU threads: `threads`, else OMP_NUM_THREADS (which torch reads itself), else DEFAULT_THREADS."""
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if threads is not None and threads > MAX_THREADS:
+        raise ConfigError(f"--threads must be at most {MAX_THREADS:,}, got {threads:,}")
     if threads is None and "OMP_NUM_THREADS" in os.environ:
         return
     import torch  # here, not at the top: `sparseguidance --help` should not wait for torch

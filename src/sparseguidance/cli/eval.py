@@ -42,7 +42,15 @@ def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
 def extractor_config(args: argparse.Namespace, metrics: tuple[str, ...] | None) -> EvalConfig:
     """The EvalConfig of add_extractor_arguments' arguments, on the device they name (checked to exist)."""
     device = str(use_device(args.device, args.tf32))
-    return EvalConfig(args.features, metrics, args.weights, args.batch_size, device, args.precision, args.compile)
+    return EvalConfig(
+        features=args.features,
+        metrics=metrics,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=device,
+        precision=args.precision,
+        compile=args.compile,
+    )
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from sparseguidance.checkpoints import open_checkpoint
+from sparseguidance.checkpoints import Loaded, open_checkpoint
 from sparseguidance.cli.arguments import (
     add_device_arguments,
     add_guidance_arguments,
@@ -146,8 +146,13 @@ def load(
 ) -> nn.Module:
     """A checkpoint as a velocity model (routes, training γ and prediction for a .pt); says what it predicts."""
     loaded = open_checkpoint(path, device, which, prediction=prediction, routes=routes, train_gamma=train_gamma)
-    print(f"{path}: predicts {loaded.describe()}", file=sys.stderr)
+    print(predicts(path, loaded), file=sys.stderr)
     return loaded.model
+
+
+def predicts(path: str, loaded: Loaded) -> str:
+    """`PATH: predicts velocity (…); stored in its JSON`: what sample and inspect say of each checkpoint."""
+    return f"{path}: predicts {loaded.describe()}"
 
 
 def check_routed(role: str, model: nn.Module, guidance: Guidance, path: str) -> None:
@@ -161,8 +166,11 @@ def check_routed(role: str, model: nn.Module, guidance: Guidance, path: str) -> 
         )
 
 
-def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> dict[str, nn.Module]:
-    """{"main": …} plus {"weak": …} for ag and ag+sg."""
+def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> tuple[dict[str, nn.Module], list[str]]:
+    """{"main": …} plus {"weak": …} for ag and ag+sg, and a line for each saying what it predicts.
+
+    The caller prints those lines once every input is checked, so that a bad input is one line on stderr.
+    """
     if guidance.uses_weak_model != (args.weak_checkpoint is not None):
         need = "needs" if guidance.uses_weak_model else "does not use"
         raise ConfigError(f"guidance {guidance.name!r} {need} --weak-checkpoint")
@@ -170,12 +178,16 @@ def load_models(args: argparse.Namespace, guidance: Guidance, device: str) -> di
         "main": (args.checkpoint, args.route, args.train_gamma),
         "weak": (args.weak_checkpoint, args.weak_route, None),
     }
-    models = {}
+    models, notes = {}, []
     for role, (path, routes, train_gamma) in paths.items():
         if path is not None:
-            models[role] = load(path, routes, args.which, device, args.prediction, train_gamma)
-            check_routed(role, models[role], guidance, path)
-    return models
+            loaded = open_checkpoint(
+                path, device, args.which, prediction=args.prediction, routes=routes, train_gamma=train_gamma
+            )
+            check_routed(role, loaded.model, guidance, path)
+            models[role] = loaded.model
+            notes.append(predicts(path, loaded))
+    return models, notes
 
 
 def distributed() -> tuple[int, int]:
@@ -228,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = str(resolve_checkpoint(args.checkpoint))  # a shipped name becomes its file
     if args.weak_checkpoint is not None:
         args.weak_checkpoint = str(resolve_checkpoint(args.weak_checkpoint))
-    models = load_models(args, guidance, device)
+    models, notes = load_models(args, guidance, device)
     if args.compile is not None:
         for model in models.values():
             compile_model(model, args.compile)
@@ -241,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
 
         decode = load_vae(args.vae, device)
     labels = class_labels(args.classes, range(args.num_images), config.num_classes, args.seed)
+    for note in notes:
+        print(note, file=sys.stderr)
     options = dict(seed=args.seed, steps=args.steps, sampler=args.sampler, batch_size=args.batch_size, decode=decode)
     options |= dict(share=args.share, precision=args.precision)
     progress = not args.no_progress and rank == 0

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 from sparseguidance.config import apply_overrides, from_dict, to_dict
+from sparseguidance.devices import resolve_device
 from sparseguidance.errors import ConfigError
 from sparseguidance.files import check_output_folder
 from sparseguidance.provenance import provenance
@@ -58,10 +57,10 @@ def resolve_preset(args: argparse.Namespace) -> StudyPreset:
     data = apply_overrides(to_dict(get_preset(args.preset)), args.set)
     data |= {"device": args.device} if args.device is not None else {}
     preset = from_dict(StudyPreset, data, where=f"study preset {args.preset}")
-    if preset.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"study preset {args.preset} runs on {preset.device}, but CUDA is not available: --device cpu"
-        )
+    try:
+        resolve_device(preset.device)  # a device that is unknown or absent here is one line, before any work
+    except ConfigError as e:
+        raise ConfigError(f"study preset {args.preset}: {e}") from None
     return preset
 
 

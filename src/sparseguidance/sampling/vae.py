@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,11 @@ def load_autoencoder(spec: str | Path, device: str | torch.device = "cpu") -> An
         raise CheckpointError(f"{spec} is not an AutoencoderKL folder (it has no config.json)")
     if not local and not HUB_ID.fullmatch(spec):
         raise CheckpointError(f"{spec}: no such folder; give an AutoencoderKL folder or a Hub id (owner/name)")
+    # low_cpu_mem_usage needs accelerate; asked for by default, diffusers would print a notice that it is missing
+    options = {"local_files_only": local, "low_cpu_mem_usage": find_spec("accelerate") is not None}
     try:
-        vae = AutoencoderKL.from_pretrained(spec, local_files_only=local)
+        with nullcontext() if local else quiet_hub():
+            vae = AutoencoderKL.from_pretrained(spec, **options)
     except (OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if local:
@@ -40,6 +47,23 @@ def load_autoencoder(spec: str | Path, device: str | torch.device = "cpu") -> An
             "and give --vae DIR"
         ) from None
     return vae.to(device).eval()
+
+
+@contextmanager
+def quiet_hub() -> Iterator[None]:
+    """diffusers' and huggingface_hub's log lines and warnings held back while fetching from the Hub: offline, the
+    client logs each of its retries (and a deprecation warning), and the error is then our one line."""
+    loggers = [logging.getLogger(name) for name in ("diffusers", "huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def load_vae(spec: str | Path, device: str | torch.device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
