@@ -99,3 +99,19 @@ def test_random_classes_are_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--classes", "random"])
     assert exit_info.value.code == 2 and "fixed classes" in capsys.readouterr().err
+
+
+def test_the_verdict_line_compares_each_guided_row_with_no_guidance():
+    from sparseguidance.demo import verdict
+
+    rows = [
+        {"method": "none", "fid": 50.0, "gflops_per_image_paper": 4.0},
+        {"method": "cfg", "fid": 25.0, "gflops_per_image_paper": 8.0},
+        {"method": "sg", "fid": 40.0, "gflops_per_image_paper": 3.8},
+        {"method": "real digits", "fid": 30.0},
+    ]
+    line = verdict(rows)
+    assert line == (
+        "Against no guidance (FID 50.0): SG FID 40.0 (-20 %) at 0.95× its GFLOPs; "
+        "CFG FID 25.0 (-50 %) at 2.00× its GFLOPs."
+    )
