@@ -71,3 +71,20 @@ def test_default_outputs_are_neither_in_the_package_nor_in_the_committed_docs(co
     monkeypatch.chdir(DOCS.parent)  # relative defaults resolve against the repository, where docs/ is
     out = build_parser(command).parse_args([command]).out.resolve()
     assert not out.is_relative_to(PACKAGE) and not out.is_relative_to(DOCS)
+
+
+def test_a_failed_allocation_is_one_line_and_other_runtime_errors_keep_their_traceback(monkeypatch, capsys):
+    def allocate(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 4 TB")
+
+    monkeypatch.setattr("sparseguidance.cli.flops.run", allocate)
+    assert main(["flops", "--model", "SiT-S/2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparseguidance flops: error: not enough memory (") and len(err.splitlines()) == 1
+
+    def bug(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr("sparseguidance.cli.flops.run", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["flops", "--model", "SiT-S/2"])

@@ -178,6 +178,15 @@ class Inspection:
     reference_updates: dict[str, float] | None
     gaps: list[GapRow]
 
+    def update_series(self) -> list[tuple[str, dict[str, float]]]:
+        """(label, updates per block): dense, at the training γ and the reference's, where measured."""
+        series = [("dense", self.updates_dense)]
+        if self.updates_train_gamma is not None:
+            series.append((f"γ {self.train_gamma:g}", self.updates_train_gamma))
+        if self.reference_updates is not None:
+            series.append(("reference", self.reference_updates))
+        return series
+
     def routed_update_ratio(self) -> float | None:
         """Mean over routed blocks of (this model's update ÷ the dense reference's same block), dense forwards."""
         if self.reference_updates is None or not self.routed_blocks:
@@ -244,12 +253,7 @@ def as_json(inspection: Inspection) -> dict[str, object]:
 
 def format_inspection(inspection: Inspection) -> str:
     """Two text tables (block updates; branch gaps over t) and the summary lines."""
-    blocks = list(inspection.updates_dense)
-    rows = [("dense", inspection.updates_dense)]
-    if inspection.updates_train_gamma is not None:
-        rows.append((f"γ {inspection.train_gamma:g}", inspection.updates_train_gamma))
-    if inspection.reference_updates is not None:
-        rows.append(("reference", inspection.reference_updates))
+    blocks, rows = list(inspection.updates_dense), inspection.update_series()
     routed = set(inspection.routed_blocks)
     header = "block        " + " ".join(f"{b + ('*' if b in routed else ''):>6}" for b in blocks)
     lines = ["relative update RMS(block(h) − h) / RMS(h)  (* routed)", header]
@@ -282,12 +286,7 @@ def plot_inspection(inspection: Inspection, path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    blocks = list(inspection.updates_dense)
-    series = [("dense", inspection.updates_dense)]
-    if inspection.updates_train_gamma is not None:
-        series.append((f"γ {inspection.train_gamma:g}", inspection.updates_train_gamma))
-    if inspection.reference_updates is not None:
-        series.append(("reference (dense)", inspection.reference_updates))
+    blocks, series = list(inspection.updates_dense), inspection.update_series()
     width = 0.8 / len(series)
     for k, (label, values) in enumerate(series):
         left.bar([i + k * width for i in range(len(blocks))], [values.get(b, 0.0) for b in blocks], width, label=label)

@@ -90,6 +90,9 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "Out of memory")  # torch's allocation failures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors become one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -106,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a full disk, a folder removed under a running job: the path and the reason
         where = f"{e.filename}: " if e.filename else ""
         print(f"sparseguidance {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # torch reports a failed allocation as a RuntimeError
+        if not isinstance(e, MemoryError) and not any(text in str(e) for text in OUT_OF_MEMORY):
+            raise  # anything else is a bug: keep its traceback
+        problem = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        print(f"sparseguidance {args.command}: error: not enough memory ({problem[:160]})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparseguidance {args.command}: interrupted", file=sys.stderr)
