@@ -48,7 +48,7 @@ def test_demo_writes_one_row_per_method_and_a_table(tmp_path, capsys):
 
 def test_same_seed_same_images_and_the_image_shows_them(model, tmp_path):
     first, again = run_demo(model, SETTINGS), run_demo(model, SETTINGS)
-    other = run_demo(model, DemoSettings(classes=(3, 7), steps=2, num_images=2, seed=1))
+    other = run_demo(model, DemoSettings(classes=(3, 7), steps=2, num_images=2, seed=2))
     for a, b, c in zip(first.runs, again.runs, other.runs, strict=True):
         assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
         assert a.labels.tolist() == [3, 7]
@@ -69,7 +69,11 @@ def test_a_fixed_image_count_gives_the_same_table_whatever_the_batching(model):
     first, again = run_demo(model, settings), run_demo(model, dataclasses.replace(settings, batch_size=5))
     assert first.count == 5 and {"precision", "recall"} <= first.runs[0].metrics.keys()
     for a, b in zip(first.runs, again.runs, strict=True):
-        assert np.array_equal(a.images, b.images) and a.metrics == pytest.approx(b.metrics)
+        # The noise and token subsets of image k depend only on (seed, k); the batch size changes only the float
+        # rounding of the matmuls, which can move a pixel by one uint8 level (seed 1: 1 pixel of 5,120).
+        diff = np.abs(a.images.astype(int) - b.images.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+        assert a.metrics == pytest.approx(b.metrics, rel=1e-3)
     assert DemoSettings(classes=(3, 7), num_images=2).metrics() == ("fid", "acc")  # too few for precision/recall
 
 
