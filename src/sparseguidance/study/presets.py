@@ -44,7 +44,7 @@ class StudyPreset:
 
     steps: int = 20  # sampling steps of every cell
     sampler: str = "euler"  # a key of sampling.INTEGRATORS
-    tune_images: int = 160  # per tuning cell (ω sweeps, γ grid, Pareto): more than the 128 feature dims, so FID is defined
+    tune_images: int = 160  # per tuning cell (ω sweeps, γ grid, Pareto): above the 128 feature dims, so FID is defined
     final_images: int = 250  # images per seed set of a reported row
     final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
     scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # ω sweep of CFG, AG, ICG and AG+SG
