@@ -14,6 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+from torch import nn
+
 from sparseguidance.checkpoints import load_model
 from sparseguidance.cli.inspect import parse_floats, parse_pairs
 from sparseguidance.diagnostics import inspect_model, make_probe, pair_name, probe_data
@@ -39,11 +41,10 @@ def settings(
     return rows
 
 
-def measure(path: str, args: argparse.Namespace, evaluator: Evaluator) -> dict[str, object]:
+def measure(path: str, args: argparse.Namespace, evaluator: Evaluator, ref: nn.Module | None) -> dict[str, object]:
     """Inspect figures and quick FIDs (none with --images 0) of one model."""
     model = load_model(resolve_checkpoint(path))
     probe = make_probe(*probe_data("mnist5k:heldout", model, 64), seed=0)
-    ref = load_model(resolve_checkpoint(args.reference)) if args.reference else None
     inspection = inspect_model(model, probe, [0.25, 0.5, 0.75], [0.1, 0.3, 0.5, 0.7, 0.9], PAIRS, None, ref)
     labels = class_labels("all", range(args.images), model.config.num_classes)
     fids = {}
@@ -77,7 +78,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/route-levers.json"))
     args = parser.parse_args()
     evaluator = Evaluator("mnist5k:heldout", EvalConfig(features="mnist", metrics=("fid", "acc")))
-    rows = [measure(path, args, evaluator) for path in args.models]
+    ref = load_model(resolve_checkpoint(args.reference)) if args.reference else None  # loaded once for all
+    rows = [measure(path, args, evaluator, ref) for path in args.models]
     write_json(
         args.out, {**provenance(), "images": args.images, "steps": args.steps, "seed": TUNING_SEED, "rows": rows}
     )

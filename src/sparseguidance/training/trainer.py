@@ -462,11 +462,10 @@ def initial_weights(config: TrainConfig) -> DiT:
     start, prediction = unwrap(load_model(resolve_checkpoint(config.train.init_from)))
     if type(prediction) is not Velocity:
         raise CheckpointError(f"train.init_from {config.train.init_from} predicts {prediction.name}; we train velocity")
-    saved, wanted = to_dict(start.config), to_dict(config.model)
-    changed = sorted(key for key in wanted if saved.get(key) != wanted[key])
-    if changed:
+    changes = config_changes({**to_dict(config), "model": to_dict(start.config)}, config)
+    if changes:
         raise CheckpointError(
-            f"train.init_from {config.train.init_from} is a different model (model.{', model.'.join(changed)} differ)"
+            f"train.init_from {config.train.init_from} is a different model ({describe_changes(changes)})"
         )
     return start
 
