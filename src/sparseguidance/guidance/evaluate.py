@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseguidance.conditions import Condition, TextCondition, cat_conditions
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance.methods import Branch, Guidance, PrefixKey
 from sparseguidance.sparsity import Generators
@@ -65,10 +66,14 @@ def independent_labels(num_classes: int, batch: int, generators: Generators, dev
     return torch.randint(num_classes, (batch,), generator=generators, device=gen_device).to(device)
 
 
-def branch_labels(branch: Branch, labels: torch.Tensor, model: nn.Module, generators: Generators) -> torch.Tensor:
-    """The condition of a branch: the sample's class c, the null class ∅, or an independent class c′."""
+def branch_labels(branch: Branch, labels: Condition, model: nn.Module, generators: Generators) -> Condition:
+    """The condition of a branch: the sample's class or prompt c, the null class or empty prompt ∅, or a class c′."""
     if branch.condition == "class":
         return labels
+    if isinstance(labels, TextCondition):
+        if branch.condition == "null":
+            return labels.null()
+        raise ConfigError("icg draws an independent class c′, so it needs class labels; prompts take the other methods")
     if branch.condition == "null":
         return torch.full_like(labels, model.null_class)
     return independent_labels(model.config.num_classes, labels.shape[0], generators, labels.device)
@@ -91,7 +96,7 @@ def guided_velocity(
     *,
     guidance: Guidance,
     models: Models,
-    labels: torch.Tensor,
+    labels: Condition,
     num_steps: int,
     generators: Generators = None,
     tally: Tally | None = None,
@@ -100,7 +105,7 @@ def guided_velocity(
     """The guided velocity at x, time t and sampling step `step` of `num_steps` (γ schedules read the step).
 
     guidance:   the method (branches, ω, interval);    models:  role -> model ("main", "weak");
-    labels:     the samples' classes (B,);              generators: one torch.Generator, or one per sample;
+    labels:     the samples' classes (B,) or prompts;   generators: one torch.Generator, or one per sample;
     tally:      where to count evaluations and forwards (optional);
     share:      run a prefix once for branches of one model and condition (False: every branch whole).
     """
@@ -124,13 +129,13 @@ def guided_velocity(
         if share and hasattr(model, "prefix"):
             new = [k for k in dict.fromkeys(keys) if k not in prefixes]  # conditions no earlier group has run
             if new:  # one prefix over their batches, as one forward over them would run it
-                state = model.prefix(repeat(x, len(new)), t, torch.cat([conditions[k] for k in new]))
+                state = model.prefix(repeat(x, len(new)), t, cat_conditions([conditions[k] for k in new]))
                 prefixes.update(zip(new, state.chunk(len(new)), strict=True))
             state = type(prefixes[keys[0]]).cat([prefixes[k] for k in keys])
             out = model.rest(state, gamma=gamma, generator=generator)
             prefix_rows = len(new) * x.shape[0]
         else:
-            y = torch.cat([conditions[k] for k in keys])
+            y = cat_conditions([conditions[k] for k in keys])
             out = model(repeat(x, n), t, y, gamma=gamma, generator=generator)
             prefix_rows = n * x.shape[0]
         for i, chunk in zip(members, out.chunk(n), strict=True):
