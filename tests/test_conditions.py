@@ -40,7 +40,7 @@ def test_where_drops_exactly_the_flagged_rows():
     dropped = c.where(torch.tensor([False, True, False]))
     assert torch.equal(dropped.states[0], c.states[0]) and torch.equal(dropped.states[2], c.states[2])
     assert torch.equal(dropped.states[1, :2], c.empty_states[0]) and not dropped.mask[1, 2:].any()
-    assert torch.equal(c.select(torch.tensor([2])).states[0], c.states[2])
+    assert torch.equal(c[torch.tensor([2])].states[0], c.states[2]) and len(c[1:]) == 2
 
 
 def test_bad_shapes_are_refused():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
@@ -12,12 +10,16 @@ from sparseguidance.conditions import TextCondition
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import make_guidance
 from sparseguidance.guidance.evaluate import guided_velocity
+from sparseguidance.models import ModelConfig
+from sparseguidance.sampling.sampler import generate
 
 
 class PromptRecorder(nn.Module):
     """A text-conditioned toy: output = x·(1 + mean prompt state) + γ; records each call's prompts and γ."""
 
-    config = SimpleNamespace(in_channels=1, input_size=2)
+    config = ModelConfig(  # a routed DiT's config stands in for the FLOPs count
+        input_size=2, in_channels=1, patch_size=1, hidden_size=8, depth=1, num_heads=1, routes=((0, 0),)
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,3 +72,12 @@ def test_the_unconditional_branch_gets_the_empty_prompt(method):
 def test_icg_refuses_prompts():
     with pytest.raises(ConfigError, match="class labels"):
         run("icg", PromptRecorder(), prompts())
+
+
+def test_generate_samples_prompts_batch_independently():
+    y = prompts(3)
+    guidance = make_guidance("cfg+sg", 2.0, 0.25, 0.5)
+    whole = generate(guidance, {"main": PromptRecorder()}, y, seed=1, steps=3, batch_size=3)
+    single = generate(guidance, {"main": PromptRecorder()}, y, seed=1, steps=3, batch_size=1)
+    assert whole.images.shape == (3, 1, 2, 2) and len(whole.labels) == 3
+    torch.testing.assert_close(whole.images, single.images)

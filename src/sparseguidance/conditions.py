@@ -54,8 +54,8 @@ class TextCondition:
         states, mask = self.empty_states.expand(B, L0, E), self.empty_mask.expand(B, L0)
         return TextCondition(states, mask, self.empty_states, self.empty_mask)
 
-    def select(self, rows: torch.Tensor) -> TextCondition:
-        """Rows picked by an index or bool tensor (e.g. a batch, or label dropout's survivors)."""
+    def __getitem__(self, rows: slice | torch.Tensor) -> TextCondition:
+        """Rows picked by a slice, an index tensor or a bool tensor (e.g. one batch of a run)."""
         return TextCondition(self.states[rows], self.mask[rows], self.empty_states, self.empty_mask)
 
     def where(self, drop: torch.Tensor) -> TextCondition:
@@ -76,6 +76,10 @@ class TextCondition:
         """The same condition on another device."""
         move = [x.to(device) for x in (self.states, self.mask, self.empty_states, self.empty_mask)]
         return TextCondition(*move)
+
+    def cpu(self) -> TextCondition:
+        """The same condition on the CPU."""
+        return self.to("cpu")
 
     @staticmethod
     def cat(conditions: Sequence[TextCondition]) -> TextCondition:

@@ -47,14 +47,29 @@ def check_models(guidance: Guidance, models: Models) -> None:
         raise ConfigError("guided sampling needs a main model")
     if guidance.uses_weak_model and "weak" not in models:
         raise ConfigError(f"guidance {guidance.name!r} needs a weak (auxiliary) model, e.g. an early checkpoint")
-    main = models["main"].config
+    main = conditioning(models["main"].config)
     for role, model in models.items():
-        cfg = model.config
-        if (cfg.in_channels, cfg.input_size, cfg.num_classes) != (main.in_channels, main.input_size, main.num_classes):
+        if conditioning(model.config) != main:
             raise ConfigError(
-                f"the {role} model takes {cfg.in_channels}×{cfg.input_size}² inputs and {cfg.num_classes} classes; "
-                f"the main model {main.in_channels}×{main.input_size}² and {main.num_classes}"
+                f"the {role} model takes {describe(conditioning(model.config))}; the main model {describe(main)}"
             )
+
+
+def conditioning(config: Any) -> tuple[int, int, int | None, int | None]:
+    """What a model takes: input channels, input size, class count (class models), text width (text models)."""
+    return (
+        config.in_channels,
+        config.input_size,
+        getattr(config, "num_classes", None),
+        getattr(config, "text_width", None),
+    )
+
+
+def describe(conditioning: tuple[int, int, int | None, int | None]) -> str:
+    """'C×S² inputs and N classes' or '… and text states of width E'."""
+    channels, size, classes, width = conditioning
+    condition = f"{classes} classes" if classes is not None else f"text states of width {width}"
+    return f"{channels}×{size}² inputs and {condition}"
 
 
 def independent_labels(num_classes: int, batch: int, generators: Generators, device: torch.device) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sparseguidance.conditions import Condition, TextCondition
 from sparseguidance.devices import autocast
 from sparseguidance.errors import ConfigError
 from sparseguidance.flops import ZERO, Flops, prefix_flops, rest_flops
@@ -59,7 +60,7 @@ class Samples:
     """What `generate` made: images (N, C, H, W) float on the CPU, their labels and indices, cost and time."""
 
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: Condition
     indices: torch.Tensor
     cost: Cost
     seconds: float
@@ -93,7 +94,7 @@ def model_device(model: nn.Module) -> torch.device:
 def sample_batch(
     guidance: Guidance,
     models: Models,
-    labels: torch.Tensor,
+    labels: Condition,
     indices: Sequence[int],
     *,
     seed: int = 0,
@@ -125,13 +126,15 @@ def sample_batch(
         return INTEGRATORS[sampler](velocity, x, steps, generators)
 
 
-def check_settings(guidance: Guidance, models: Models, labels: torch.Tensor, steps: int, sampler: str) -> None:
+def check_settings(guidance: Guidance, models: Models, labels: Condition, steps: int, sampler: str) -> None:
     """Raise ConfigError for settings that would fail (or mislead) only after the first batch."""
     check_models(guidance, models)
     if sampler not in INTEGRATORS:
         raise ConfigError(f"unknown sampler {sampler!r}; known: {', '.join(INTEGRATORS)}")
     if not 1 <= steps <= MAX_STEPS:
         raise ConfigError(f"steps must be from 1 to {MAX_STEPS:,}, got {steps}")
+    if isinstance(labels, TextCondition):
+        return
     num_classes = models["main"].config.num_classes
     if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
         raise ConfigError(f"labels must lie in 0..{num_classes - 1} (the null class is for guidance only)")
@@ -140,7 +143,7 @@ def check_settings(guidance: Guidance, models: Models, labels: torch.Tensor, ste
 def generate(
     guidance: Guidance,
     models: Models,
-    labels: torch.Tensor,
+    labels: Condition,
     *,
     seed: int = 0,
     steps: int = 40,
@@ -155,7 +158,7 @@ def generate(
     """Sample len(labels) images in batches; image k depends only on (seed, indices[k], labels[k], settings).
 
     guidance:   a method from guidance.make_guidance;   models:   {"main": model} (+ "weak" for ag, ag+sg);
-    labels:     classes (N,), e.g. from class_labels;   seed:     the run's seed;
+    labels:     classes (N,) from class_labels, or prompts (TextCondition, N rows);  seed: the run's seed;
     steps:      sampling steps;                          sampler:  "euler" | "heun" | "sde";
     batch_size: samples per batch (does not change the images);  indices: sample indices (default 0..N−1);
     decode:     latents -> images, applied per batch (e.g. sampling.vae.load_vae);
