@@ -385,7 +385,7 @@ CASES: list[tuple[str, str]] = [
     (STUDY + " --set tune_images=true", "tune_images must be a whole number"),
     (STUDY + " --set sampler=rk4", "sampler must be one of"),
     (STUDY + " --set routing_sg=[0.9,0.5]", "unknown key(s) routing_sg"),  # study v2 searches the γ grid
-    (STUDY + " --set heat_strong=[0.95] --set heat_weak=[0.5]", "the γ grid needs a cell with γ_strong < γ_weak"),
+    (STUDY + " --set heat_strong=[0.95] --set heat_weak=[0.5]", "routing γ grid needs a cell with γ_strong < γ_weak"),
     (STUDY + " --set heat_weak=[1]", "heat_weak must lie in [0, 1)"),
     (STUDY + " --set sg_scales=[0]", "sg_scales: every ω must be > 0"),
     (STUDY + " --set snapshot_seed_sets=3", "snapshot_seed_sets must be 1..final_seed_sets"),

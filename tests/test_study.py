@@ -51,6 +51,8 @@ TINY = StudyPreset(
     sg_scales=(2.0, 4.0, 8.0),
     heat_strong=(0.0, 0.5),
     heat_weak=(0.5, 0.9),
+    masking_heat_strong=(0.0, 0.5),
+    masking_heat_weak=(0.5, 0.9),
     snapshots=1,
     finetune_steps=1,
 )
@@ -132,7 +134,7 @@ def test_best_takes_the_lowest_fid_the_smaller_scale_on_a_tie_and_skips_nan():
 def test_sg_chooses_both_gammas_and_scale_jointly_on_the_tuning_seeds_only(tmp_path):
     results = run_study(TINY, CellCache(tmp_path, FakeSource()))
     grid = [p for p in results.tuning if p.method.sparsity == "routing" and p.method.guidance == "sg"]
-    assert len(grid) == len(TINY.heat_pairs) * len(TINY.sg_scales) == 9  # the heat maps are the search
+    assert len(grid) == len(TINY.heat_pairs("routing")) * len(TINY.sg_scales) == 9  # the heat maps are the search
     sg = results.selected[("routing", "sg")]
     assert (sg.method.gamma_strong, sg.method.gamma_weak, sg.scale) == (0.0, 0.9, 4.0)  # fake_fid's argmin
     rows = {(r.method.sparsity, r.name): r for r in results.rows}
@@ -143,6 +145,15 @@ def test_sg_chooses_both_gammas_and_scale_jointly_on_the_tuning_seeds_only(tmp_p
     cfg = rows[("routing", "cfg")]
     assert cfg.scale == 2.0 and rows[("routing", "none")].scale == 1.0
     assert all(p.cell.seed == 0 and p.cell.count == TINY.tune_images for p in results.tuning)
+
+
+def test_each_sparse_model_is_searched_on_its_own_gamma_grid():
+    preset = replace(TINY, masking_heat_strong=(0.0, 0.1), masking_heat_weak=(0.3,))
+    masking = {(m.gamma_strong, m.gamma_weak) for m, _ in Method("masking", "sg").candidates(preset)}
+    routing = {(m.gamma_strong, m.gamma_weak) for m, _ in Method("routing", "sg").candidates(preset)}
+    assert masking == {(0.0, 0.3), (0.1, 0.3)} and routing == {(0.0, 0.5), (0.0, 0.9), (0.5, 0.9)}
+    with pytest.raises(ConfigError, match="masking γ grid needs a cell"):
+        replace(TINY, masking_heat_strong=(0.5,), masking_heat_weak=(0.3,))
 
 
 def test_sg_flops_is_the_best_sg_setting_cheaper_than_no_guidance(tmp_path):

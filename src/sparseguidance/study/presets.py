@@ -49,8 +49,11 @@ class StudyPreset:
     final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
     scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # ω sweep of CFG, AG, ICG and AG+SG
     sg_scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # ω sweep of SG, crossed with the γ grid
-    heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of SG's grid (the heat maps)
+    heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of SG's grid on the routing model (heat maps)
     heat_weak: tuple[float, ...] = (0.5, 0.75, 0.9)  # γ_weak axis (cells with γ_strong < γ_weak only)
+    # the masking model's grid: masking tolerates much less sparsity than routing (PAPER.md Figs. 6/8, γ ≲ 0.3)
+    masking_heat_strong: tuple[float, ...] = (0.0, 0.1)
+    masking_heat_weak: tuple[float, ...] = (0.25, 0.5, 0.75)
     weak_fraction: float = 0.2  # AutoGuidance's auxiliary: the routing snapshot nearest this fraction of training
     snapshots: int = 2  # Fig. 5: this many of the routing run's shipped snapshots (spread evenly), and the final model
     snapshot_seed_sets: int = 1  # Fig. 5: FID on the first this many reported seed sets
@@ -71,7 +74,7 @@ class StudyPreset:
             is_count(sets, 1) and sets <= self.final_seed_sets, "snapshot_seed_sets must be 1..final_seed_sets", sets
         )
         require(self.sampler in INTEGRATORS, f"sampler must be one of {', '.join(INTEGRATORS)}", self.sampler)
-        for name in ("scales", "sg_scales", "heat_strong", "heat_weak"):
+        for name in ("scales", "sg_scales", "heat_strong", "heat_weak", "masking_heat_strong", "masking_heat_weak"):
             values = getattr(self, name)
             require(isinstance(values, tuple) and len(values) > 0, f"{name} must be a non-empty list", values)
             if name.endswith("scales"):
@@ -79,14 +82,22 @@ class StudyPreset:
             else:
                 for value in values:
                     check_gamma(value, f"study preset: {name}")
-        require(bool(self.heat_pairs), "the γ grid needs a cell with γ_strong < γ_weak", self.heat_strong)
+        for sparsity in SPARSITIES:
+            problem = f"the {sparsity} γ grid needs a cell with γ_strong < γ_weak"
+            require(bool(self.heat_pairs(sparsity)), problem, self.grid(sparsity))
         fraction = self.weak_fraction
         require(is_number(fraction) and 0 <= fraction <= 1, "weak_fraction must lie in [0, 1]", fraction)
 
-    @property
-    def heat_pairs(self) -> list[tuple[float, float]]:
-        """SG's (γ_strong, γ_weak) grid: the pairs of heat_strong × heat_weak with γ_strong < γ_weak."""
-        return [(s, w) for s in self.heat_strong for w in self.heat_weak if s < w]
+    def grid(self, sparsity: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The γ_strong and γ_weak axes of SG's grid on the routing or the masking model."""
+        if sparsity == "masking":
+            return self.masking_heat_strong, self.masking_heat_weak
+        return self.heat_strong, self.heat_weak
+
+    def heat_pairs(self, sparsity: str) -> list[tuple[float, float]]:
+        """SG's (γ_strong, γ_weak) grid on one model: the pairs of its axes with γ_strong < γ_weak."""
+        strong, weak = self.grid(sparsity)
+        return [(s, w) for s in strong for w in weak if s < w]
 
     @property
     def final_seeds(self) -> list[int]:
@@ -105,6 +116,8 @@ PRESETS: dict[str, StudyPreset] = {
         sg_scales=(2.0, 8.0),
         heat_strong=(0.0, 0.5),
         heat_weak=(0.9,),
+        masking_heat_strong=(0.0,),
+        masking_heat_weak=(0.5,),
         snapshots=1,
         finetune_steps=1,
         batch_size=64,
@@ -121,6 +134,8 @@ PRESETS: dict[str, StudyPreset] = {
         sg_scales=(1.3, 1.5, 1.7, 1.9, 2.5, 3.0, 4.0, 6.0, 8.0),
         heat_strong=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
         heat_weak=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        masking_heat_strong=(0.0, 0.1, 0.2, 0.3),
+        masking_heat_weak=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
         snapshots=8,
         snapshot_seed_sets=3,
         finetune_steps=1000,
@@ -180,9 +195,8 @@ class Method:
 
     def candidates(self, preset: StudyPreset) -> list[tuple[Method, float]]:
         """The (setting, ω) cells tried on the tuning seed set: a grid method at every γ pair and ω of its sweep."""
-        settings = (
-            [replace(self, gamma_strong=s, gamma_weak=w) for s, w in preset.heat_pairs] if self.on_grid else [self]
-        )
+        pairs = preset.heat_pairs(self.sparsity) if self.on_grid else []
+        settings = [replace(self, gamma_strong=s, gamma_weak=w) for s, w in pairs] if self.on_grid else [self]
         return [(setting, scale) for setting in settings for scale in self.sweep(preset)]
 
 

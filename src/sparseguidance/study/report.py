@@ -25,7 +25,7 @@ from sparseguidance.metrics.scores import is_warning, parts_text
 from sparseguidance.provenance import write_json
 from sparseguidance.study.cells import REFERENCE, describe_guidance
 from sparseguidance.study.finetune import LR_FACTOR
-from sparseguidance.study.presets import SPARSITIES, TUNING_SEED
+from sparseguidance.study.presets import SPARSITIES, TUNING_SEED, StudyPreset
 from sparseguidance.study.runner import Point, Row, StudyResults, at_edge
 
 TABLE1_GUIDANCE = ("none", "cfg", "sg")  # per sparsity; the paper's Table 1 compares the last two
@@ -339,10 +339,11 @@ def tuning_markdown(rows: list[dict[str, Any]]) -> str:
     return markdown(header, lines)
 
 
-def heat_markdown(rows: list[dict[str, Any]], strong: Sequence[float], weak: Sequence[float]) -> str:
-    """One γ_strong × γ_weak FID table per model and ω; chosen settings in bold."""
+def heat_markdown(rows: list[dict[str, Any]], preset: StudyPreset) -> str:
+    """One γ_strong × γ_weak FID table per model and ω (each model on its own grid); chosen settings in bold."""
     parts = []
     for sparsity in SPARSITIES:
+        strong, weak = preset.grid(sparsity)
         for scale in sorted({r["scale"] for r in rows if r["sparsity"] == sparsity}):
             fid = {
                 (r["gamma_strong"], r["gamma_weak"]): f"**{num(r['fid'])}**" if r["chosen_for"] else num(r["fid"])
@@ -588,16 +589,14 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
         "table1.md": table1_markdown(summary["table1"]),
         "table2.md": table2_markdown(summary["table2"]),
         "tuning.md": tuning_markdown(summary["tuning"]),
-        "heatmaps.md": heat_markdown(summary["heatmaps"], preset.heat_strong, preset.heat_weak),
+        "heatmaps.md": heat_markdown(summary["heatmaps"], preset),
         "diversity.md": diversity_markdown(summary["diversity"]),
         "fig5.md": training_markdown(summary["fig5"], preset.finetune_steps),
     }
     for name, text in texts.items():
         atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text + note))
     for sparsity in SPARSITIES:
-        plot_heatmaps(
-            summary["heatmaps"], sparsity, preset.heat_strong, preset.heat_weak, out / f"heatmaps-{sparsity}.png"
-        )
+        plot_heatmaps(summary["heatmaps"], sparsity, *preset.grid(sparsity), out / f"heatmaps-{sparsity}.png")
     plot_tuning(summary["tuning"], out / "tuning.png")
     plot_pareto(summary["pareto"], out / "pareto.png")
     plot_training(summary["fig5"], out / "fig5.png")
