@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import tiny_config, tiny_inputs, tiny_model
 
+from sparseguidance.conditions import TextCondition
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import MaskDecoderConfig
 from sparseguidance.sparsity import draw_keep, dropped_mask
@@ -33,7 +34,7 @@ def test_dense_loss_equals_hand_computation():
     y = torch.tensor([1, 2])
     objective = ObjectiveConfig(label_dropout=0.0)
     model = Recorder()
-    loss = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(3))["loss"]
+    loss = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(1))["loss"]
 
     # The same draws in the same order: label dropout, t, z.
     g = torch.Generator().manual_seed(3)
@@ -69,6 +70,20 @@ def test_label_dropout_rate():
     assert (dropped == 10).float().mean().item() == pytest.approx(0.1, abs=0.003)
     assert torch.equal(drop_labels(y, 0.0, 10, torch.Generator()), y)
     assert (drop_labels(y[:100], 1.0, 10, torch.Generator()) == 10).all()
+
+
+def test_prompt_dropout_draws_as_label_dropout_and_gives_the_empty_prompt():
+    states = torch.arange(6 * 2 * 3, dtype=torch.float32).view(6, 2, 3) + 1
+    empty = torch.zeros(1, 1, 3)
+    prompts = TextCondition(states, torch.ones(6, 2, dtype=torch.bool), empty, torch.ones(1, 1, dtype=torch.bool))
+    dropped = drop_labels(prompts, 0.5, None, torch.Generator().manual_seed(1))
+    labels = drop_labels(torch.zeros(6, dtype=torch.long), 0.5, 10, torch.Generator().manual_seed(1))
+    for row, label in enumerate(labels.tolist()):  # the same draw decides the same rows
+        if label == 10:
+            assert not dropped.states[row].any() and dropped.mask[row].tolist() == [True, False]
+        else:
+            assert torch.equal(dropped.states[row], states[row])
+    assert 0 < (labels == 10).sum() < 6
 
 
 def test_label_dropout_reaches_the_model():

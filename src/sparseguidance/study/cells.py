@@ -37,7 +37,8 @@ logger = logging.getLogger("sparseguidance.study")
 CACHE_FORMAT = 1  # bump when what a cell file holds, or how its numbers are computed, changes
 REFERENCE = "mnist5k:heldout"  # 1,000 held-out digits, never seen in training
 METRICS = ("fid", "is", "pr", "acc")  # on the domain classifier's features (Inception is far too slow on a CPU)
-SHIPPED = {"routing": "mnist-routing", "masking": "mnist-masking"}  # sparsity -> shipped model
+# sparsity -> shipped model; masking as MaskDiT ships it: after the unmasked fine-tuning stage
+SHIPPED = {"routing": "mnist-routing", "masking": "mnist-masking-ft"}
 FINAL = "final"  # a cell's model: the shipped run's final weights
 DENSE_FT = "+dense-ft"  # a model name's suffix: those weights after the study's dense fine-tuning (Fig. 5)
 

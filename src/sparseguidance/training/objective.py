@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sparseguidance.conditions import Condition, TextCondition
 from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import ModelConfig
@@ -58,9 +59,11 @@ def sample_time(batch: int, config: ObjectiveConfig, generator: torch.Generator)
     return torch.rand(batch, generator=generator, device=generator.device)
 
 
-def drop_labels(y: torch.Tensor, p: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
-    """Replace each label by the null class with probability p."""
-    drop = torch.rand(y.shape, generator=generator, device=generator.device) < p
+def drop_labels(y: Condition, p: float, null_class: int | None, generator: torch.Generator) -> Condition:
+    """Replace each sample's condition by ∅ with probability p: the null class, or the empty prompt."""
+    drop = torch.rand(len(y), generator=generator, device=generator.device) < p
+    if isinstance(y, TextCondition):
+        return y.where(drop.to(y.states.device))
     return torch.where(drop.to(y.device), torch.full_like(y, null_class), y)
 
 
@@ -95,7 +98,7 @@ def flow_matching_loss(
     model: torch.nn.Module,
     config: ModelConfig,
     x: torch.Tensor,
-    y: torch.Tensor,
+    y: Condition,
     objective: ObjectiveConfig,
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
@@ -105,7 +108,7 @@ def flow_matching_loss(
     """
     B = x.shape[0]
     gamma = step_gamma(config, objective, generator)
-    y = drop_labels(y, objective.label_dropout, config.num_classes, generator)  # ∅ is label num_classes
+    y = drop_labels(y, objective.label_dropout, getattr(config, "num_classes", None), generator)  # ∅: label C or ""
     t = sample_time(B, objective, generator).to(x.device)
     z = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
     x_t = (1 - t.view(-1, 1, 1, 1)) * z + t.view(-1, 1, 1, 1) * x
