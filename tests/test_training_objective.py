@@ -34,7 +34,7 @@ def test_dense_loss_equals_hand_computation():
     y = torch.tensor([1, 2])
     objective = ObjectiveConfig(label_dropout=0.0)
     model = Recorder()
-    loss = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(1))["loss"]
+    loss = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(3))["loss"]
 
     # The same draws in the same order: label dropout, t, z.
     g = torch.Generator().manual_seed(3)
