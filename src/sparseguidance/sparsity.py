@@ -1,21 +1,28 @@
-"""Token sparsity as small pure functions: how many tokens stay, which ones, and gather/scatter.
+"""Token sparsity as small pure functions: how many tokens stay, which ones, gather/scatter, and the plan of a forward.
 
 γ is the fraction of tokens *dropped* (masking) or *routed around* blocks (routing); a sample keeps
 exactly T − floor(T·γ) of its T tokens, as TREAD's router does (PAPER.md §2). Kept indices are the
 tokens' original positions, sorted ascending; they travel with the tokens (positional encodings such
 as RoPE read them).
+
+Every model family calls the same two functions: `plan_tokens` decides one call's kept tokens (none,
+one masking subset, or one subset per route) and `run_blocks` runs a stack of blocks through the routes,
+gathering before a route's first block and scattering back after its last.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from sparseguidance.errors import ConfigError
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+Route = tuple[int, int]  # blocks start..end, 0-based and inclusive
+Keep = torch.Tensor | Sequence[torch.Tensor] | None  # explicit kept indices: one (B, K) for all routes or one per route
 
 
 def check_gamma(gamma: float, name: str = "gamma") -> float:
@@ -78,3 +85,88 @@ def dropped_mask(keep: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Boolean (B, T) mask, True where a token was dropped (MaskDiT's M)."""
     mask = torch.ones(keep.shape[0], num_tokens, dtype=torch.bool, device=keep.device)
     return mask.scatter(1, keep, False)
+
+
+def check_routes(routes: Sequence[Sequence[int]], depth: int) -> tuple[Route, ...]:
+    """Validate routes against the depth: 0 ≤ start ≤ end < depth, sorted, not overlapping."""
+    checked: list[Route] = []
+    for route in routes:
+        if len(route) != 2 or not all(isinstance(b, int) for b in route):
+            raise ConfigError(f"a route is a pair of block indices (start, end), got {route!r}")
+        start, end = int(route[0]), int(route[1])
+        if not 0 <= start <= end < depth:
+            raise ConfigError(f"route {start}-{end} lies outside the model's depth {depth} (blocks 0..{depth - 1})")
+        if checked and start <= checked[-1][1]:
+            raise ConfigError(f"routes must be sorted and must not overlap: {checked[-1]} then {(start, end)}")
+        checked.append((start, end))
+    return tuple(checked)
+
+
+@dataclass
+class TokenPlan:
+    """Which tokens go where in one forward: routed spans (start -> (end, keep)) or the masking subset."""
+
+    routes: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
+    mask_keep: torch.Tensor | None = None
+
+
+def plan_tokens(
+    batch: int,
+    num_tokens: int,
+    routes: tuple[Route, ...],
+    gamma: float,
+    generator: Generators,
+    keep: Keep,
+    device: torch.device,
+    masking: bool = False,
+) -> TokenPlan:
+    """Decide the kept tokens of one call: none (dense), one subset (masking) or one per route.
+
+    routes:  the checked routes of this call (a model's own, or those given per call; none when masking);
+    keep:    explicit kept indices instead of a draw: one (B, K) tensor for every route, or one per route;
+    masking: the model drops tokens at its input (one subset) instead of routing them.
+    """
+    check_gamma(gamma)
+    if gamma == 0.0 and keep is None:
+        return TokenPlan()  # γ = 0 is exactly the dense forward
+    if masking:
+        if routes:
+            raise ConfigError("a masking model cannot be routed")
+        if isinstance(keep, Sequence):
+            raise ConfigError("a masking model takes one keep tensor, not one per route")
+        if keep is None:
+            return TokenPlan(mask_keep=draw_keep(batch, num_tokens, gamma, generator, device))
+        return TokenPlan(mask_keep=check_keep(keep, batch, num_tokens))
+    if not routes:
+        raise ConfigError("this model is dense: give it routes (or train a masking model) to run it sparse")
+    if keep is None:
+        keeps = [draw_keep(batch, num_tokens, gamma, generator, device) for _ in routes]
+    else:
+        keeps = [keep] * len(routes) if torch.is_tensor(keep) else list(keep)
+        if len(keeps) != len(routes):
+            raise ConfigError(f"got {len(keeps)} keep tensors for {len(routes)} routes")
+        keeps = [check_keep(k, batch, num_tokens) for k in keeps]
+    return TokenPlan(routes={start: (end, k) for (start, end), k in zip(routes, keeps, strict=True)})
+
+
+def run_blocks(
+    tokens: torch.Tensor,
+    plan: TokenPlan,
+    blocks: range,
+    run: Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor],
+) -> torch.Tensor:
+    """Run blocks `blocks` (a range of indices) on (B, T, D) tokens through the plan's routes.
+
+    `run(i, tokens, keep)` runs block i on tokens whose original positions are `keep` (B, K) inside a route
+    and None (all T, in order) outside one. Before a route's first block its kept tokens are gathered; after
+    its last they are scattered back into place, so routed tokens skip the span unchanged.
+    """
+    full, end, keep = None, -1, None
+    for i in blocks:
+        if i in plan.routes:
+            end, keep = plan.routes[i]
+            full, tokens = tokens, gather_tokens(tokens, keep)  # (B, K, D)
+        tokens = run(i, tokens, keep)
+        if i == end:
+            tokens, full, end, keep = scatter_tokens(full, tokens, keep), None, -1, None  # (B, T, D)
+    return tokens

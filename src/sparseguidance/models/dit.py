@@ -1,6 +1,7 @@
 """The DiT / SiT backbone (adaLN-Zero transformer over patches) with token sparsity as a per-call setting.
 
-Top to bottom: config, embedders, block, mask decoder, final layer, the model, positional encodings.
+Top to bottom: config, label embedder, block, mask decoder, final layer, the model, positional encodings (the
+patch and timestep embedders, modulation and unpatchify live in models.layers, shared with TR-DiT).
 Parameter names follow the released DiT / SiT checkpoints (`x_embedder.proj`, `t_embedder.mlp`,
 `y_embedder.embedding_table`, `pos_embed`, `blocks.N.attn.qkv`, `blocks.N.adaLN_modulation`,
 `final_layer`), so their state dicts load as they are.
@@ -15,9 +16,8 @@ Dropped tokens cost nothing: kept tokens are gathered, run and scattered back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +25,19 @@ from torch import nn
 
 from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
-from sparseguidance.sparsity import Generators, check_gamma, check_keep, draw_keep, gather_tokens, scatter_tokens
-
-Route = tuple[int, int]
+from sparseguidance.models.layers import PatchEmbed, TimestepEmbedder, modulate, unpatchify
+from sparseguidance.sparsity import (
+    Generators,
+    Keep,
+    Route,
+    TokenPlan,
+    check_gamma,
+    check_routes,
+    gather_tokens,
+    plan_tokens,
+    run_blocks,
+    scatter_tokens,
+)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -106,54 +116,7 @@ class ModelConfig:
         return routes[0][0] if routes else self.depth
 
 
-def check_routes(routes: Sequence[Sequence[int]], depth: int) -> tuple[Route, ...]:
-    """Validate routes against the depth: 0 ≤ start ≤ end < depth, sorted, not overlapping."""
-    checked: list[Route] = []
-    for route in routes:
-        if len(route) != 2 or not all(isinstance(b, int) for b in route):
-            raise ConfigError(f"a route is a pair of block indices (start, end), got {route!r}")
-        start, end = int(route[0]), int(route[1])
-        if not 0 <= start <= end < depth:
-            raise ConfigError(f"route {start}-{end} lies outside the model's depth {depth} (blocks 0..{depth - 1})")
-        if checked and start <= checked[-1][1]:
-            raise ConfigError(f"routes must be sorted and must not overlap: {checked[-1]} then {(start, end)}")
-        checked.append((start, end))
-    return tuple(checked)
-
-
 # ------------------------------------------------------------------------------------------ embedders
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) image -> (B, T, D) patch tokens through a strided convolution."""
-
-    def __init__(self, in_channels: int, hidden_size: int, patch_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, T, D)
-
-
-class TimestepEmbedder(nn.Module):
-    """t·scale -> sinusoidal features (256) -> MLP -> (B, D).
-
-    SiT embeds t ∈ [0, 1] as is (scale 1), so its highest frequency turns by only one radian over the whole
-    path and nearby noise levels look alike to a small model; scale 1000 (DiT's integer steps) spreads them.
-    """
-
-    def __init__(self, hidden_size: int, frequency_size: int = 256, scale: float = 1.0) -> None:
-        super().__init__()
-        self.frequency_size = frequency_size
-        self.scale = scale
-        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.frequency_size // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = (t.float() * self.scale)[:, None] * freqs[None]  # (B, half)
-        features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 256)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
-
-
 class LabelEmbedder(nn.Module):
     """Class label -> (B, D); row `num_classes` is the null class ∅ that label dropout trains."""
 
@@ -166,11 +129,6 @@ class LabelEmbedder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- block
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x·(1 + scale) + shift, with per-sample (B, 1, D) shift and scale."""
-    return x * (1 + scale) + shift
-
-
 class Attention(nn.Module):
     """Multi-head self-attention through scaled_dot_product_attention."""
 
@@ -256,14 +214,6 @@ class FinalLayer(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
-class TokenPlan:
-    """Which tokens go where in one forward: routed spans (start -> (end, keep)) or the masking subset."""
-
-    routes: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)
-    mask_keep: torch.Tensor | None = None
-
-
-@dataclass
 class Prefix:
     """What the dense prefix hands to the rest of a forward: tokens with positions, conditioning, next block."""
 
@@ -338,7 +288,7 @@ class DiT(nn.Module):
         y: torch.Tensor,
         gamma: float = 0.0,
         generator: Generators = None,
-        keep: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        keep: Keep = None,
         routes: Sequence[Route] | None = None,
     ) -> torch.Tensor:
         """Predict the velocity (B, C, H, W) for images x at times t with labels y, at token sparsity γ.
@@ -372,7 +322,7 @@ class DiT(nn.Module):
         prefix: Prefix,
         gamma: float = 0.0,
         generator: Generators = None,
-        keep: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        keep: Keep = None,
         routes: Sequence[Route] | None = None,
     ) -> torch.Tensor:
         """The forward from the prefix on at token sparsity γ (arguments as in `forward`): velocity (B, C, H, W)."""
@@ -382,14 +332,8 @@ class DiT(nn.Module):
             raise ConfigError(f"the prefix ran blocks 0..{prefix.start - 1}, but a route starts at {min(plan.routes)}")
         if plan.mask_keep is not None:
             tokens = gather_tokens(tokens, plan.mask_keep)  # (B, K, D): dropped tokens never enter
-        full, end = None, -1
-        for i in range(prefix.start, self.config.depth):
-            if i in plan.routes:
-                end, route_keep = plan.routes[i]
-                full, tokens = tokens, gather_tokens(tokens, route_keep)  # (B, K, D)
-            tokens = self.blocks[i](tokens, c)
-            if i == end:
-                tokens, full, end = scatter_tokens(full, tokens, route_keep), None, -1  # (B, T, D)
+        blocks = range(prefix.start, self.config.depth)
+        tokens = run_blocks(tokens, plan, blocks, lambda i, x, _: self.blocks[i](x, c))  # (B, T or K, D)
         if self.decoder is not None:
             tokens = self.decoder(tokens, c, plan.mask_keep)  # (B, T, Dd)
         out = self.unpatchify(self.final_layer(tokens, c))  # (B, C_out, H, W)
@@ -409,40 +353,20 @@ class DiT(nn.Module):
         batch: int,
         gamma: float,
         generator: Generators,
-        keep: torch.Tensor | Sequence[torch.Tensor] | None,
+        keep: Keep,
         routes: Sequence[Route] | None,
         device: torch.device,
     ) -> TokenPlan:
         """Decide the kept tokens of this call: none (dense), one subset (masking) or one per route."""
-        T = self.config.num_tokens
-        check_gamma(gamma)
-        if gamma == 0.0 and keep is None:
-            return TokenPlan()  # γ = 0 is exactly the dense forward
         if self.decoder is not None:
-            if routes is not None:
-                raise ConfigError("a masking model cannot be routed")
-            if isinstance(keep, Sequence):
-                raise ConfigError("a masking model takes one keep tensor, not one per route")
-            subset = check_keep(keep, batch, T) if keep is not None else draw_keep(batch, T, gamma, generator, device)
-            return TokenPlan(mask_keep=subset)
+            given = tuple(routes) if routes is not None else ()
+            return plan_tokens(batch, self.config.num_tokens, given, gamma, generator, keep, device, masking=True)
         routes = self.config.routes if routes is None else check_routes(routes, self.config.depth)
-        if not routes:
-            raise ConfigError("this model is dense: give it routes (or train a masking model) to run it sparse")
-        if keep is None:
-            keeps = [draw_keep(batch, T, gamma, generator, device) for _ in routes]
-        else:
-            keeps = [keep] * len(routes) if torch.is_tensor(keep) else list(keep)
-            if len(keeps) != len(routes):
-                raise ConfigError(f"got {len(keeps)} keep tensors for {len(routes)} routes")
-            keeps = [check_keep(k, batch, T) for k in keeps]
-        return TokenPlan(routes={start: (end, k) for (start, end), k in zip(routes, keeps, strict=True)})
+        return plan_tokens(batch, self.config.num_tokens, routes, gamma, generator, keep, device)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, p·p·C) patch tokens -> (B, C, H, W) image, in DiT's layout."""
-        p, C = self.config.patch_size, self.config.out_channels
-        h = w = self.config.input_size // p
-        x = x.reshape(x.shape[0], h, w, p, p, C)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], C, h * p, w * p)
+        return unpatchify(x, self.config.patch_size, self.config.out_channels)
 
 
 # -------------------------------------------------------------------------------- positional encodings
