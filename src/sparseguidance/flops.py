@@ -9,6 +9,12 @@ Token counts per block follow the sparsity: routed blocks and a masking encoder 
 A forward is its dense prefix (embeddings, blocks before the first route) plus the rest; guided steps count
 a prefix once for branches of one model and condition (SG's two branches), as the sampler runs them,
 unless `share=False` (the paper's count: every branch whole).
+
+TR-DiT (a TRDiTConfig) adds, per forward, the text connector (in the prefix, on 1 + L tokens: the register
+and L prompt tokens) and, per block, cross-attention to those tokens (queries and output on the image tokens,
+keys and values on the text, whatever the routing). L is `text_tokens`, the padded prompt length; every branch
+is counted at it (CFG's ∅ is shorter, so that count is slightly high). The frozen text encoder is not
+counted: it runs once per prompt, not once per forward or sampling step.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from dataclasses import dataclass
 
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import Guidance
-from sparseguidance.models import ModelConfig, check_routes
-from sparseguidance.models.dit import Route
-from sparseguidance.sparsity import kept_count
+from sparseguidance.models import AnyModelConfig, TRDiTConfig, check_routes
+from sparseguidance.models.trdit import MODULATIONS, swiglu_hidden
+from sparseguidance.sparsity import Route, kept_count
 
-FREQUENCY_SIZE = 256  # sinusoidal timestep features (models.dit.TimestepEmbedder)
+FREQUENCY_SIZE = 256  # sinusoidal timestep features (models.layers.TimestepEmbedder)
+TEXT_TOKENS = 128  # TR-DiT: prompt tokens per sample (the padded length) when not told
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ def block_macs(width: int, mlp_ratio: float, cond_size: int, tokens: int) -> tup
     return tokens * per_token + adaln, attention
 
 
-def block_tokens(config: ModelConfig, gamma: float, routes: tuple[Route, ...] | None = None) -> list[int]:
+def block_tokens(config: AnyModelConfig, gamma: float, routes: tuple[Route, ...] | None = None) -> list[int]:
     """Tokens each encoder block sees at rate γ (routing: inside a route; masking: every block)."""
     T = config.num_tokens
     kept = kept_count(T, gamma)
@@ -67,13 +74,22 @@ def block_tokens(config: ModelConfig, gamma: float, routes: tuple[Route, ...] | 
     return [kept if i in routed else T for i in range(config.depth)]
 
 
-def forward_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, ...] | None = None) -> Flops:
-    """FLOPs of one forward of one sample at token sparsity γ: its prefix and its rest."""
-    return prefix_flops(config, routes) + rest_flops(config, gamma, routes)
+def forward_flops(
+    config: AnyModelConfig,
+    gamma: float = 0.0,
+    routes: tuple[Route, ...] | None = None,
+    text_tokens: int = TEXT_TOKENS,
+) -> Flops:
+    """FLOPs of one forward of one sample at token sparsity γ: its prefix and its rest (text_tokens: TR-DiT's L)."""
+    return prefix_flops(config, routes, text_tokens) + rest_flops(config, gamma, routes, text_tokens)
 
 
-def prefix_flops(config: ModelConfig, routes: tuple[Route, ...] | None = None) -> Flops:
+def prefix_flops(
+    config: AnyModelConfig, routes: tuple[Route, ...] | None = None, text_tokens: int = TEXT_TOKENS
+) -> Flops:
     """FLOPs of the dense prefix (embeddings and the blocks before the first route) of one sample."""
+    if isinstance(config, TRDiTConfig):
+        return trdit_prefix_flops(config, routes, text_tokens)
     D, T, p = config.hidden_size, config.num_tokens, config.patch_size
     linear = T * config.in_channels * p * p * D  # patch embedding (a strided convolution)
     linear += FREQUENCY_SIZE * D + D * D  # timestep MLP
@@ -82,8 +98,15 @@ def prefix_flops(config: ModelConfig, routes: tuple[Route, ...] | None = None) -
     return Flops(paper=float(linear + depth * lin), full=2.0 * (linear + depth * (lin + att)))
 
 
-def rest_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, ...] | None = None) -> Flops:
+def rest_flops(
+    config: AnyModelConfig,
+    gamma: float = 0.0,
+    routes: tuple[Route, ...] | None = None,
+    text_tokens: int = TEXT_TOKENS,
+) -> Flops:
     """FLOPs of one sample's forward from the prefix on, at token sparsity γ."""
+    if isinstance(config, TRDiTConfig):
+        return trdit_rest_flops(config, gamma, routes, text_tokens)
     D, T, p = config.hidden_size, config.num_tokens, config.patch_size
     linear, attention = 0, 0
     for tokens in block_tokens(config, gamma, routes)[config.prefix_depth(routes) :]:
@@ -103,32 +126,85 @@ def rest_flops(config: ModelConfig, gamma: float = 0.0, routes: tuple[Route, ...
 
 def guided_flops(
     guidance: Guidance,
-    main: ModelConfig,
-    weak: ModelConfig | None,
+    main: AnyModelConfig,
+    weak: AnyModelConfig | None,
     step: int,
     num_steps: int,
     t: float,
     share: bool = True,
+    text_tokens: int = TEXT_TOKENS,
 ) -> Flops:
     """FLOPs of one guided velocity evaluation of one sample: every branch that runs at (step, t).
 
-    share: count a prefix once for branches of one model and condition, as the sampler runs them.
+    share: count a prefix once for branches of one model and condition, as the sampler runs them;
+    text_tokens: TR-DiT's prompt length L (ignored by DiT/SiT).
     """
     total, seen = ZERO, set()
     for branch in guidance.branches(t):
         config = main if branch.model == "main" else weak if weak is not None else main
         if not share or branch.prefix_key not in seen:
-            total = total + prefix_flops(config)
+            total = total + prefix_flops(config, text_tokens=text_tokens)
         seen.add(branch.prefix_key)
-        total = total + rest_flops(config, branch.gamma.at(step, num_steps))
+        total = total + rest_flops(config, branch.gamma.at(step, num_steps), text_tokens=text_tokens)
     return total
 
 
 def euler_step_flops(
-    guidance: Guidance, main: ModelConfig, weak: ModelConfig | None, num_steps: int, share: bool = True
+    guidance: Guidance,
+    main: AnyModelConfig,
+    weak: AnyModelConfig | None,
+    num_steps: int,
+    share: bool = True,
+    text_tokens: int = TEXT_TOKENS,
 ) -> Flops:
     """Mean FLOPs per step of a `num_steps` Euler sampler (t_i = i / num_steps), γ schedules included."""
     total = ZERO
     for i in range(num_steps):
-        total = total + guided_flops(guidance, main, weak, i, num_steps, i / num_steps, share)
+        total = total + guided_flops(guidance, main, weak, i, num_steps, i / num_steps, share, text_tokens)
     return total * (1.0 / num_steps)
+
+
+# ------------------------------------------------------------------------------------------------ TR-DiT
+def trdit_block_macs(width: int, tokens: int, text: int) -> tuple[int, int]:
+    """(linear, attention) multiply-adds of one TR-DiT block: `tokens` image tokens, `text` text tokens (1 + L).
+
+    Per image token: self-attention qkv + proj (4D²), cross-attention q + proj (2D²), SwiGLU (3·D·H); per text
+    token: cross-attention keys and values (2D²). The block's modulation is an addition (no multiply-adds).
+    """
+    hidden = swiglu_hidden(width)
+    linear = tokens * (6 * width * width + 3 * width * hidden) + text * 2 * width * width
+    attention = 2 * tokens * tokens * width + 2 * tokens * text * width  # self: QKᵀ, AV; cross: QKᵀ, AV
+    return linear, attention
+
+
+def connector_macs(config: TRDiTConfig, text_tokens: int) -> tuple[int, int]:
+    """(linear, attention) multiply-adds of the text connector on L prompt tokens (plus its register)."""
+    D, n = config.hidden_size, 1 + text_tokens
+    linear = text_tokens * config.text_width * D  # Linear(E → D) on the prompt tokens
+    per_block = n * (4 * D * D + 3 * D * swiglu_hidden(D))  # qkv + proj, SwiGLU
+    return linear + config.connector_depth * per_block, config.connector_depth * 2 * n * n * D
+
+
+def trdit_prefix_flops(config: TRDiTConfig, routes: tuple[Route, ...] | None, text_tokens: int) -> Flops:
+    """TR-DiT's prefix of one sample: patch and time embeddings, shared modulation, connector, dense blocks."""
+    if text_tokens < 0:
+        raise ConfigError(f"text_tokens must be ≥ 0, got {text_tokens}")
+    D, T, p = config.hidden_size, config.num_tokens, config.patch_size
+    depth = config.prefix_depth(routes)
+    linear = T * config.in_channels * p * p * D  # patch embedding
+    linear += FREQUENCY_SIZE * D + D * D + D * MODULATIONS * D  # timestep MLP, shared modulation (adaLN-single)
+    text_linear, attention = connector_macs(config, text_tokens)
+    lin, att = trdit_block_macs(D, T, 1 + text_tokens)
+    linear, attention = linear + text_linear + depth * lin, attention + depth * att
+    return Flops(paper=float(linear), full=2.0 * (linear + attention))
+
+
+def trdit_rest_flops(config: TRDiTConfig, gamma: float, routes: tuple[Route, ...] | None, text_tokens: int) -> Flops:
+    """TR-DiT's forward of one sample from the prefix on: the blocks at their token counts, the final layer."""
+    D, T, p = config.hidden_size, config.num_tokens, config.patch_size
+    linear, attention = 0, 0
+    for tokens in block_tokens(config, gamma, routes)[config.prefix_depth(routes) :]:
+        lin, att = trdit_block_macs(D, tokens, 1 + text_tokens)
+        linear, attention = linear + lin, attention + att
+    linear += D * 2 * D + T * D * p * p * config.out_channels  # final modulation and linear
+    return Flops(paper=float(linear), full=2.0 * (linear + attention))
