@@ -1,7 +1,8 @@
 """Model weights on disk: our safetensors + JSON pair, and the released DiT / SiT / TREAD `.pt` files.
 
-Our format is `NAME.safetensors` (the weights) with `NAME.json` beside it (the ModelConfig, and the
-prediction when it is not a velocity), so a checkpoint describes itself. Both are written to a temporary
+Our format is `NAME.safetensors` (the weights) with `NAME.json` beside it (the model config, and the
+prediction when it is not a velocity), so a checkpoint describes itself. A TR-DiT config says so through its
+`family` field; a model section without one is a DiT/SiT (models.config_class). Both are written to a temporary
 name and renamed, config first.
 
 What a `.pt` network predicts (models.prediction) is read off the file where it can be: TREAD's `train.py`
@@ -29,9 +30,9 @@ from torch import nn
 from sparseguidance.config import from_dict, to_dict
 from sparseguidance.errors import CheckpointError, ConfigError
 from sparseguidance.files import atomic_write
-from sparseguidance.models import SIZES, ModelConfig, create_model
-from sparseguidance.models.dit import Route
+from sparseguidance.models import SIZES, AnyModelConfig, ModelConfig, config_class, create_model
 from sparseguidance.models.prediction import EDM, PREDICTIONS, Velocity, as_velocity, make_prediction, unwrap
+from sparseguidance.sparsity import Route
 
 # Wrappers the released training scripts put around the weights, most preferred first (EMA weights sample best).
 STATE_DICT_KEYS = {
@@ -84,6 +85,15 @@ def parse_stored(cls: type, data: Any, where: str) -> Any:
         raise CheckpointError(str(e)) from None
 
 
+def parse_model_section(data: Any, where: str) -> AnyModelConfig:
+    """A stored model section as the config of its family (DiT/SiT, or TR-DiT by its `family` field)."""
+    try:
+        cls = config_class(data) if isinstance(data, Mapping) else ModelConfig
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return parse_stored(cls, data, where)
+
+
 def stored_prediction(document: Mapping[str, Any], where: str) -> Velocity:
     """The prediction a JSON document records (`{"name": "edm", "sigma_data": 0.5, …}`); velocity when absent."""
     entry = dict(document.get("prediction") or {"name": "velocity"})
@@ -98,7 +108,7 @@ class Stored:
     """A checkpoint file's network weights and what the file says about them."""
 
     state: dict[str, torch.Tensor]
-    config: ModelConfig | None  # stored beside or with the weights; None: to be read off the weights
+    config: AnyModelConfig | None  # stored beside or with the weights; None: to be read off the weights
     prediction: Velocity | None  # None: the file cannot tell
     source: str  # how the prediction was decided: stored, TREAD's `model.` prefix, the released file's name
 
@@ -106,7 +116,7 @@ class Stored:
 def read_checkpoint(
     path: str | Path,
     which: str = "ema",
-    config: ModelConfig | None = None,
+    config: AnyModelConfig | None = None,
     routes: Sequence[Route] | None = None,
     train_gamma: float | None = None,
 ) -> Stored:
@@ -134,7 +144,7 @@ def read_checkpoint(
 def read_safetensors(path: Path) -> Stored:
     """Our pair: weights from `NAME.safetensors`, config and prediction (velocity if absent) from `NAME.json`."""
     document = read_document(path)
-    config = parse_stored(ModelConfig, document["model"], f"{config_path(path).name}: model")
+    config = parse_model_section(document["model"], f"{config_path(path).name}: model")
     prediction = stored_prediction(document, config_path(path).name)
     try:
         state = load_file(str(path))
@@ -151,7 +161,7 @@ def read_released(path: Path, which: str = "ema") -> Stored:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     ours = obj.get("config")  # this library's latest.pt: {"model", "ema", …, "config": {"model": …}}
-    config = parse_stored(ModelConfig, ours["model"], f"{path.name}: config.model") if isinstance(ours, dict) else None
+    config = parse_model_section(ours["model"], f"{path.name}: config.model") if isinstance(ours, dict) else None
     for key in STATE_DICT_KEYS[which]:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -191,7 +201,7 @@ def open_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
     which: str = "ema",
-    config: ModelConfig | None = None,
+    config: AnyModelConfig | None = None,
     prediction: str | Velocity | None = None,
     routes: Sequence[Route] | None = None,
     train_gamma: float | None = None,
@@ -219,7 +229,7 @@ def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     which: str = "ema",
-    config: ModelConfig | None = None,
+    config: AnyModelConfig | None = None,
     prediction: str | Velocity | None = None,
 ) -> nn.Module:
     """The model of `open_checkpoint` alone: a velocity model whatever the network predicts."""
