@@ -16,6 +16,7 @@ from sparseguidance.models import MaskDecoderConfig, create_model, model_config
 from sparseguidance.sparsity import kept_count
 
 SIT_ROUTED = model_config("SiT-XL/2", routes=((2, 24),))
+SG_TRDIT = ["--guidance", "sg", "--gamma-strong", "0.1", "--gamma-weak", "0.8"]  # PAPER.md §5's HPSv3 setting
 SG_FLOPS = [
     "--model",
     "SiT-XL/2",
@@ -149,6 +150,8 @@ def test_flops_command_json(capsys, args, expected):
         (["--model", "SiT-XL/2", "--guidance", "cfg", "--gamma-weak", "0.5"], "takes no γ"),
         (["--model", "SiT-XL/2", "--route", "two-24"], "expected START-END"),
         (["--model", "SiT-XL/2", "--decoder", "8x512"], "expected DEPTHxWIDTHxHEADS"),
+        (["--model", "TR-DiT-2.5B", "--decoder", "8x512x16"], "TR-DiT supports routing only"),
+        (["--model", "TR-DiT-2.5B", "--text-tokens", "-1"], "expected a whole number ≥ 0"),
     ],
 )
 def test_flops_command_errors_are_one_line(capsys, args, message):
@@ -197,3 +200,21 @@ def test_flops_command_says_whether_the_prefix_is_shared(capsys):
     assert "shared prefix: counted once" in capsys.readouterr().out
     assert main([*args, "--no-share"]) == 0
     assert "the paper's count" in capsys.readouterr().out
+
+
+def test_flops_command_counts_tr_dit(capsys):
+    """TR-DiT-2.5B at 512×512 with its own route 2→30: CFG is two dense forwards, SG(0.1/0.8) far less."""
+
+    def summary(*args: str) -> dict:
+        assert main(["flops", "--model", "TR-DiT-2.5B", *args, "--steps", "50", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    none, cfg, sg = summary(), summary("--guidance", "cfg"), summary(*SG_TRDIT)
+    dense = forward_flops(model_config("TR-DiT-2.5B"))
+    assert none["routes"] == [[2, 30]] and none["text_tokens"] == 128 and "text encoder" in none["convention"]["text"]
+    assert none["gflops_paper"] == pytest.approx(dense.paper / 1e9) == pytest.approx(2103.9, abs=0.05)
+    assert cfg["gflops_paper"] == pytest.approx(2 * none["gflops_paper"])
+    assert sg["gflops_paper"] == pytest.approx(2495.9, abs=0.05) and sg["gflops_full"] > sg["gflops_paper"]
+    assert summary("--text-tokens", "0")["gflops_paper"] < none["gflops_paper"]
+    assert main(["flops", "--model", "TR-DiT-2.5B", *SG_TRDIT]) == 0
+    assert "text: 128 prompt tokens per sample" in capsys.readouterr().out
