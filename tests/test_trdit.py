@@ -221,6 +221,19 @@ def test_gradients_reach_every_parameter_in_a_routed_forward(model):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # CPU rms_norm under autocast
+def test_bf16_autocast_and_bf16_weights_track_float32(model):
+    x, t, y = inputs()
+    with torch.no_grad():
+        reference = model(x, t, y, keep=KEEP)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(x, t, y, keep=KEEP)
+        half = model.to(torch.bfloat16)(x.bfloat16(), t, y, keep=KEEP)  # RoPE turns in float32 either way
+    for out in (autocast, half):
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+
+
 # ----------------------------------------------------------------------------------- registry, configs
 def test_2_5b_parameter_count():
     with torch.device("meta"):
