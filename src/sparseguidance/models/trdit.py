@@ -408,7 +408,9 @@ class TRDiT(nn.Module):
         plan = plan_tokens(tokens.shape[0], cfg.num_tokens, routes, gamma, generator, keep, tokens.device)
         if plan.routes and min(plan.routes) < prefix.start:
             raise ConfigError(f"the prefix ran blocks 0..{prefix.start - 1}, but a route starts at {min(plan.routes)}")
-        rotations: dict[int, Rotation] = {}  # per set of positions (all tokens, or one route's kept ones)
+        # RoPE reads the positions that travel with the tokens: all T outside a route, the route's kept indices
+        # inside it. Keyed by the kept tensor itself (the plan holds it), so each route's is computed once.
+        rotations: dict[int, Rotation] = {}
 
         def run(i: int, x: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
             if id(kept) not in rotations:
