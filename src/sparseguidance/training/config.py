@@ -14,7 +14,7 @@ from typing import Any
 from sparseguidance.config import MAX_SEED, apply_overrides, check_types, from_dict, read_yaml, to_dict
 from sparseguidance.data import DataConfig
 from sparseguidance.errors import ConfigError
-from sparseguidance.models import ModelConfig, model_config
+from sparseguidance.models import AnyModelConfig, config_class, model_config
 from sparseguidance.training.objective import ObjectiveConfig
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -73,7 +73,7 @@ class OptimConfig:
 class TrainConfig:
     """Everything one training run needs; `to_dict` of it is what the run directory keeps."""
 
-    model: ModelConfig
+    model: AnyModelConfig  # a DiT/SiT ModelConfig or a TRDiTConfig
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -91,7 +91,10 @@ def train_config_from_dict(data: Mapping[str, Any], where: str = "") -> TrainCon
     """A TrainConfig from plain data (unknown keys raise ConfigError)."""
     if not isinstance(data, Mapping) or "model" not in data:
         raise ConfigError(f"{where or 'config'}: a training config needs a model section")
-    return from_dict(TrainConfig, {**data, "model": resolve_model_section(data["model"])}, where=where)
+    section = resolve_model_section(data["model"])
+    if isinstance(section, Mapping):  # the family decides the class: a union is not converted by from_dict
+        section = from_dict(config_class(section), section, where=f"{where}.model" if where else "model")
+    return from_dict(TrainConfig, {**data, "model": section}, where=where)
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
