@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparseguidance.checkpoints import load_model, save_model
 from sparseguidance.conditions import TextCondition, pad
 from sparseguidance.config import from_dict
+from sparseguidance.diagnostics import as_json, branch_gaps, format_inspection, inspect_model, make_probe
 from sparseguidance.errors import CheckpointError, ConfigError
 from sparseguidance.flops import forward_flops, prefix_flops, rest_flops
 from sparseguidance.guidance import make_guidance
@@ -390,3 +391,26 @@ def test_2_5b_flops_at_512px():
     shared_sg = (sg_strong + sg_weak).paper - prefix.paper
     assert 1.6 < 2 * dense.paper / shared_sg < 1.8  # CFG costs ~1.7× SG(0.1/0.8) per step
     assert math.isclose(forward_flops(config, text_tokens=0).paper, dense.paper, rel_tol=0.03)  # text is cheap
+
+
+def test_inspect_measures_tr_dit_with_and_without_the_prompt(model):
+    x, _, y = inputs()
+    inspection = inspect_model(model, make_probe(x, y), [0.5], [0.3, 0.7], [(0.0, 0.5)])
+    assert set(inspection.updates_dense) == {str(i) for i in range(TINY.depth)}
+    assert all(v > 0 for v in inspection.updates_dense.values())
+    row = inspection.gaps[0]
+    assert row.sg["0/0.5"] > 0 and row.sg_null["0/0.5"] > 0 and row.cfg > 0
+    assert row.sg["0/0.5"] != row.sg_null["0/0.5"]  # the prompt changes what dropping tokens does
+    assert "SG∅ 0/0.5" in format_inspection(inspection)
+    assert as_json(inspection)["branch_gaps"][0]["sg_empty_prompt"] == row.sg_null
+
+
+def test_a_tr_dit_whose_route_is_the_identity_has_no_sg_gap(model):
+    with torch.no_grad():
+        for i in (1, 2):  # the route's blocks: zero output projections make each the identity
+            for layer in (model.blocks[i].attn.proj, model.blocks[i].cross.proj, model.blocks[i].mlp.down):
+                layer.weight.zero_()
+    x, _, y = inputs()
+    (row,) = branch_gaps(model, make_probe(x, y), [0.5], [(0.0, 0.5)])
+    assert row.sg["0/0.5"] < 1e-6 and row.sg_null["0/0.5"] < 1e-6  # zero up to float rounding
+    assert row.cfg > 1e-2  # the prompt still matters through the dense blocks

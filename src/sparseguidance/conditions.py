@@ -111,3 +111,10 @@ def cat_conditions(conditions: Sequence[Condition]) -> Condition:
     if isinstance(conditions[0], TextCondition):
         return TextCondition.cat(conditions)
     return torch.cat(list(conditions))
+
+
+def null_condition(condition: Condition, null_class: int | None) -> Condition:
+    """CFG's ∅ for a batch: every row the empty prompt, or the null class label."""
+    if isinstance(condition, TextCondition):
+        return condition.null()
+    return torch.full_like(condition, null_class)

@@ -7,6 +7,8 @@ Two measurements on real data, x_t = (1 − t)·z + t·x with fixed noise z:
 - branch gaps: RMS(D(c; γ_strong) − D(c; γ_weak)), the signal Sparse Guidance scales, beside
   RMS(D(c) − D(∅)), the signal CFG scales, and RMS(D_main(c) − D_aux(c)) for AutoGuidance. D is the
   predicted velocity; the gaps of the denoised image x_t + (1 − t)·v are the same up to the factor (1 − t).
+  For a text-to-image model c is the probe's prompts, and SG's gap is also measured without them (the
+  empty prompt in both branches): how much of SG's signal the prompt carries.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from sparseguidance.checkpoints import atomic_write
+from sparseguidance.conditions import Condition, TextCondition, null_condition
 from sparseguidance.data import DataConfig, build_dataset, check_dataset
 from sparseguidance.errors import ConfigError
 from sparseguidance.models.prediction import unwrap
@@ -61,10 +64,10 @@ def recorded_updates(model: nn.Module) -> Iterator[dict[str, list[float]]]:
 
 @dataclass(frozen=True)
 class Probe:
-    """A fixed batch to measure on: clean samples x, labels y, noise z and per-sample seeds."""
+    """A fixed batch to measure on: clean samples x, their labels or prompts y, noise z and per-sample seeds."""
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: Condition
     z: torch.Tensor
     seed: int
 
@@ -99,14 +102,14 @@ def probe_data(spec: str | None, model: nn.Module, count: int) -> tuple[torch.Te
     return dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
 
 
-def make_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> Probe:
+def make_probe(x: torch.Tensor, y: Condition, seed: int = 0) -> Probe:
     """A probe of the given samples, with noise drawn from `seed`."""
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
     return Probe(x, y, z, seed)
 
 
 def predict(
-    net: nn.Module, probe: Probe, t: float, gamma: float = 0.0, salt: int = 0, labels: torch.Tensor | None = None
+    net: nn.Module, probe: Probe, t: float, gamma: float = 0.0, salt: int = 0, labels: Condition | None = None
 ) -> torch.Tensor:
     """D(x_t, t, c; γ) on the probe, token subsets from the probe's stream `salt`; c = the probe's labels."""
     tt = torch.full((len(probe.y),), float(t), device=probe.x.device)
@@ -131,6 +134,7 @@ class GapRow:
     sg: dict[str, float]
     cfg: float
     ag: float | None
+    sg_null: dict[str, float] | None = None  # text models: SG's gap with the empty prompt in both branches
 
 
 def pair_name(gamma_strong: float, gamma_weak: float) -> str:
@@ -152,16 +156,24 @@ def branch_gaps(
             raise ConfigError(f"a branch pair needs 0 ≤ γ_strong < γ_weak < 1, got {gamma_strong}/{gamma_weak}")
     if pairs and model.config.sparsity == "dense":
         raise ConfigError("this model is dense: SG's branch gap needs a routing or masking model")
-    null = torch.full_like(probe.y, model.null_class)
+    null = null_condition(probe.y, getattr(model, "null_class", None))
+
+    def sg_gaps(t: float, labels: Condition) -> dict[str, float]:
+        return {
+            pair_name(gs, gw): rms(
+                predict(model, probe, t, gs, 2 * k + 1, labels) - predict(model, probe, t, gw, 2 * k + 2, labels)
+            )
+            for k, (gs, gw) in enumerate(pairs)
+        }
+
     rows = []
     for t in times:
         dense = predict(model, probe, t)
-        sg = {
-            pair_name(gs, gw): rms(predict(model, probe, t, gs, 2 * k + 1) - predict(model, probe, t, gw, 2 * k + 2))
-            for k, (gs, gw) in enumerate(pairs)
-        }
         ag = rms(dense - predict(weak_model, probe, t)) if weak_model is not None else None
-        rows.append(GapRow(float(t), sg, rms(dense - predict(model, probe, t, labels=null)), ag))
+        sg_null = sg_gaps(t, null) if isinstance(probe.y, TextCondition) else None
+        rows.append(
+            GapRow(float(t), sg_gaps(t, probe.y), rms(dense - predict(model, probe, t, labels=null)), ag, sg_null)
+        )
     return rows
 
 
@@ -246,7 +258,10 @@ def as_json(inspection: Inspection) -> dict[str, object]:
             "reference_dense": inspection.reference_updates,
         },
         "routed_update_ratio": inspection.routed_update_ratio(),
-        "branch_gaps": [{"t": r.t, "sg": r.sg, "cfg": r.cfg, "ag": r.ag} for r in inspection.gaps],
+        "branch_gaps": [
+            {"t": r.t, "sg": r.sg, "cfg": r.cfg, "ag": r.ag, **({"sg_empty_prompt": r.sg_null} if r.sg_null else {})}
+            for r in inspection.gaps
+        ],
         "sg_gap_over_cfg_gap": inspection.gap_ratios(),
     }
 
@@ -265,12 +280,16 @@ def format_inspection(inspection: Inspection) -> str:
         lines.append(f"routed blocks ÷ reference's same blocks (dense forwards): {ratio:.2f}")
     if inspection.gaps:
         pairs = list(inspection.gaps[0].sg)
-        has_ag = inspection.gaps[0].ag is not None
+        has_ag, has_null = inspection.gaps[0].ag is not None, inspection.gaps[0].sg_null is not None
         lines += ["", "branch gap RMS(D(c; γs) − D(c; γw)) beside RMS(D(c) − D(∅))" + (" and AG's" if has_ag else "")]
-        columns = [f"SG {p}" for p in pairs] + ["CFG"] + (["AG"] if has_ag else [])
+        if has_null:
+            lines.append("(SG∅: the same SG gap with the empty prompt in both branches)")
+        columns = [f"SG {p}" for p in pairs] + ([f"SG∅ {p}" for p in pairs] if has_null else [])
+        columns += ["CFG"] + (["AG"] if has_ag else [])
         lines.append("t      " + " ".join(f"{c:>10}" for c in columns))
         for row in inspection.gaps:
-            values = [row.sg[p] for p in pairs] + [row.cfg] + ([row.ag] if has_ag else [])
+            values = [row.sg[p] for p in pairs] + ([row.sg_null[p] for p in pairs] if has_null else [])
+            values += [row.cfg] + ([row.ag] if has_ag else [])
             lines.append(f"{row.t:<6.2f} " + " ".join(f"{v:10.4f}" for v in values))
         ratios = inspection.gap_ratios()
         if ratios:
@@ -298,6 +317,8 @@ def plot_inspection(inspection: Inspection, path: str, title: str) -> None:
         ts = [row.t for row in inspection.gaps]
         for pair in inspection.gaps[0].sg:
             right.plot(ts, [row.sg[pair] for row in inspection.gaps], marker="o", label=f"SG {pair}")
+            if inspection.gaps[0].sg_null is not None:
+                right.plot(ts, [row.sg_null[pair] for row in inspection.gaps], ":", marker="x", label=f"SG∅ {pair}")
         right.plot(ts, [row.cfg for row in inspection.gaps], "k--", label="CFG: D(c) − D(∅)")
         if inspection.gaps[0].ag is not None:
             right.plot(ts, [row.ag for row in inspection.gaps], "k:", label="AG: main − aux")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseguidance.conditions import Condition, TextCondition, cat_conditions
+from sparseguidance.conditions import Condition, TextCondition, cat_conditions, null_condition
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance.methods import Branch, Guidance, PrefixKey
 from sparseguidance.sparsity import Generators
@@ -85,12 +85,10 @@ def branch_labels(branch: Branch, labels: Condition, model: nn.Module, generator
     """The condition of a branch: the sample's class or prompt c, the null class or empty prompt ∅, or a class c′."""
     if branch.condition == "class":
         return labels
-    if isinstance(labels, TextCondition):
-        if branch.condition == "null":
-            return labels.null()
-        raise ConfigError("icg draws an independent class c′, so it needs class labels; prompts take the other methods")
     if branch.condition == "null":
-        return torch.full_like(labels, model.null_class)
+        return null_condition(labels, getattr(model, "null_class", None))
+    if isinstance(labels, TextCondition):
+        raise ConfigError("icg draws an independent class c′, so it needs class labels; prompts take the other methods")
     return independent_labels(model.config.num_classes, labels.shape[0], generators, labels.device)
 
 
