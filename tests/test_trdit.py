@@ -412,5 +412,5 @@ def test_a_tr_dit_whose_route_is_the_identity_has_no_sg_gap(model):
                 layer.weight.zero_()
     x, _, y = inputs()
     (row,) = branch_gaps(model, make_probe(x, y), [0.5], [(0.0, 0.5)])
-    assert row.sg["0/0.5"] < 1e-6 and row.sg_null["0/0.5"] < 1e-6  # zero up to float rounding
-    assert row.cfg > 1e-2  # the prompt still matters through the dense blocks
+    assert row.cfg > 1e-3  # the prompt still matters through the dense blocks
+    assert max(row.sg["0/0.5"], row.sg_null["0/0.5"]) < 1e-4 * row.cfg  # zero up to float rounding
