@@ -127,6 +127,9 @@ def test_dtype_and_determinism(bert: Path):
     a = HFTextEncoder(bert, dtype=torch.float64).encode(["a thick seven"])
     b = HFTextEncoder(bert, dtype=torch.float64).encode(["a thick seven"])
     assert a.states.dtype == torch.float64 and torch.equal(a.states, b.states)
+    frozen = HFTextEncoder(bert)
+    assert not frozen.model.training and not any(p.requires_grad for p in frozen.model.parameters())
+    assert not frozen.encode(["a seven"]).states.requires_grad
 
 
 def test_bad_prompts_are_refused(bert: Path):

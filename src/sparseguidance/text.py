@@ -137,7 +137,6 @@ class HFTextEncoder(TextEncoder):
         default = min(positions, DEFAULT_MAX_LENGTH)
         super().__init__(default if max_length is None else max_length, batch_size)
 
-    @torch.no_grad()
     def run(self, prompts: list[str]) -> list[Encoded]:
         tokens = self.tokenize(prompts)
         L = max(len(ids) for ids, _ in tokens)
@@ -146,9 +145,10 @@ class HFTextEncoder(TextEncoder):
         for row, (i, m) in enumerate(tokens):
             ids[row, : len(i)], mask[row, : len(m)] = torch.tensor(i), torch.tensor(m)
         device = next(self.model.parameters()).device
-        out = self.model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=self.layer != -1
-        )
+        with torch.no_grad():  # not inference_mode: the states must be usable as inputs to a model being trained
+            out = self.model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=self.layer != -1
+            )
         states = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]  # (B, L, E)
         return [
             (states[row, : len(i)].clone(), mask[row, : len(i)].bool().to(device)) for row, (i, _) in enumerate(tokens)
