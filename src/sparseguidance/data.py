@@ -154,17 +154,18 @@ class ImageFolder(LabeledDataset):
         return len(self.files)
 
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = np.stack([self.read(self.files[i]) for i in indices])
+        pixels = np.stack([read_image(self.files[i], self.image_size, self.mode) for i in indices])
         return from_uint8(pixels), self.labels[torch.as_tensor(indices, dtype=torch.long)]
 
-    def read(self, path: Path) -> np.ndarray:
-        """One image as uint8 (H, W[, C]): center crop to a square, then resize (bicubic)."""
-        try:
-            with Image.open(path) as image:
-                fitted = ImageOps.fit(image.convert(self.mode), (self.image_size,) * 2, Image.Resampling.BICUBIC)
-        except (OSError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read image {path} ({e})") from None
-        return np.asarray(fitted, dtype=np.uint8)
+
+def read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
+    """One image as uint8 (H, W[, C]) in PIL mode L or RGB: center crop to a square, then resize (bicubic)."""
+    try:
+        with Image.open(path) as image:
+            fitted = ImageOps.fit(image.convert(mode), (image_size,) * 2, Image.Resampling.BICUBIC)
+    except (OSError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path} ({e})") from None
+    return np.asarray(fitted, dtype=np.uint8)
 
 
 def class_folders(root: Path) -> list[str]:
