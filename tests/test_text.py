@@ -13,29 +13,6 @@ import torch
 from sparseguidance.errors import ConfigError, DataError
 from sparseguidance.text import HFTextEncoder, default_text_encoder, default_text_encoder_path
 
-WORDS = ["a", "an", "the", "thick", "thin", "seven", "three", "digit", "small", "large", "slanted"]
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-layer, width-16 BERT with a word-level vocabulary, saved as a Hugging Face folder."""
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    transformers.BertTokenizer(str(vocab)).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -62,18 +62,21 @@ def mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ training datasets
-SOURCES = ("mnist5k", "folder", "latents")
+SOURCES = ("mnist5k", "folder", "latents", "mnist5k-captions", "captions")
+CAPTION_SOURCES = ("mnist5k-captions", "captions")  # labels are caption ids: for text-to-image models
+BUILT_IN = ("mnist5k", "mnist5k-captions")  # ship inside the package: no data.path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Settings that only one source reads; giving them to another source is a mistake, not something to ignore.
-ONLY_FOR = {"split": "mnist5k", "image_size": "folder", "channels": "folder"}
+ONLY_FOR = {"split": BUILT_IN, "image_size": ("folder", "captions"), "channels": ("folder", "captions")}
 MAX_WORKERS = 64  # DataLoader processes; far more is a typo that would fork the machine to a halt
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training samples come from: MNIST-5k (default), an image folder, or precomputed latent shards."""
+    """Where training samples come from: MNIST-5k (default), an image folder, precomputed latent shards, or
+    captioned images for text-to-image models (MNIST-5k with captions, or a folder of images with .txt captions)."""
 
-    source: str = "mnist5k"  # mnist5k | folder (one sub-folder per class) | latents (npz / npy shards)
+    source: str = "mnist5k"  # mnist5k | folder (one sub-folder per class) | latents (npz / npy shards) | captions…
     path: str | None = None  # the folder (folder, latents); MNIST-5k ships inside the package
     split: str | None = None  # MNIST-5k split: train (default), heldout or all
     image_size: int | None = None  # folder: images are center-cropped and resized to this size
@@ -85,12 +88,12 @@ class DataConfig:
         check_types(self, "data.")
         if self.source not in SOURCES:
             raise ConfigError(f"data.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        for name, source in ONLY_FOR.items():
-            if getattr(self, name) is not None and self.source != source:
-                raise ConfigError(f"data.{name} applies to source {source} only, not {self.source}")
-        if (self.path is None) != (self.source == "mnist5k"):
+        for name, sources in ONLY_FOR.items():
+            if getattr(self, name) is not None and self.source not in sources:
+                raise ConfigError(f"data.{name} applies to source {' or '.join(sources)} only, not {self.source}")
+        if (self.path is None) != (self.source in BUILT_IN):
             raise ConfigError(f"data.path: {'give' if self.path is None else 'drop'} it for source {self.source}")
-        if self.source == "folder" and (self.image_size is None or self.channels not in (1, 3)):
+        if self.source in ("folder", "captions") and (self.image_size is None or self.channels not in (1, 3)):
             raise ConfigError("an image folder needs data.image_size and data.channels (1 or 3)")
         if self.source == "latents" and self.hflip:
             raise ConfigError("data.hflip does not apply to latents: encode flipped images instead")
@@ -248,6 +251,12 @@ def shard_classes(root: Path, labels: Sequence[np.ndarray]) -> int:
 
 def build_dataset(config: DataConfig) -> LabeledDataset:
     """The training dataset a DataConfig names."""
+    if config.source in CAPTION_SOURCES:
+        from sparseguidance.captions import CaptionedMNIST, CaptionFolder  # captions builds on this module
+
+        if config.source == "captions":
+            return CaptionFolder(config.path, config.image_size, config.channels)
+        return CaptionedMNIST(config.split or "train")
     if config.source == "folder":
         return ImageFolder(config.path, config.image_size, config.channels)
     if config.source == "latents":
@@ -256,11 +265,11 @@ def build_dataset(config: DataConfig) -> LabeledDataset:
     return TensorImages(from_uint8(images), torch.from_numpy(labels), num_classes=10)
 
 
-def check_dataset(dataset: LabeledDataset, sample_shape: Sequence[int], num_classes: int) -> None:
-    """Raise DataError unless the data's sample shape and class count are what the model takes."""
+def check_dataset(dataset: LabeledDataset, sample_shape: Sequence[int], num_classes: int | None) -> None:
+    """Raise DataError unless the data's sample shape and class count (None: a text model's) are the model's."""
     if tuple(dataset.sample_shape) != tuple(sample_shape):
         raise DataError(f"the data's samples are {dataset.sample_shape}; the model takes {tuple(sample_shape)}")
-    if dataset.num_classes != num_classes:
+    if num_classes is not None and dataset.num_classes != num_classes:
         raise DataError(f"the data has {dataset.num_classes} classes; the model has {num_classes} (model.num_classes)")
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sparseguidance.conditions import TextCondition
+from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError, DataError
 
 EXTRA = "pip install 'sparseguidance[text]'"
@@ -175,6 +177,8 @@ def import_transformers() -> Any:
         import transformers
     except ImportError:
         raise ConfigError(f"text encoders need the transformers package: {EXTRA}") from None
+    transformers.utils.logging.disable_progress_bar()  # its weight-loading bar would interleave with ours
+    transformers.utils.logging.set_verbosity_error()  # and its load report (e.g. an LM's unused head)
     return transformers
 
 
@@ -211,3 +215,39 @@ def default_text_encoder_path() -> Path:
 def default_text_encoder(**options: Any) -> HFTextEncoder:
     """all-MiniLM-L6-v2 (width 384), offline; options as for HFTextEncoder."""
     return HFTextEncoder(default_text_encoder_path(), **options)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The `text` section of a text-to-image run: which frozen encoder turns captions into states."""
+
+    encoder: str = ""  # a local Hugging Face folder; "" = all-MiniLM-L6-v2 from the text extra (offline)
+    layer: int = -1  # hidden state taken (−1: the last)
+    max_length: int | None = None  # tokens kept per caption (special tokens included); None: 128 or fewer positions
+
+    def __post_init__(self) -> None:
+        check_types(self, "text.")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"text.max_length must be at least 1, got {self.max_length}")
+
+    def describe(self) -> str:
+        """The encoder's folder, or `all-MiniLM-L6-v2 (default)`."""
+        return self.encoder or "all-MiniLM-L6-v2 (default)"
+
+
+def load_text_encoder(config: TextConfig, device: torch.device | str = "cpu") -> HFTextEncoder:
+    """The encoder a text section names, on `device`."""
+    path = config.encoder or default_text_encoder_path()
+    return HFTextEncoder(path, layer=config.layer, max_length=config.max_length, device=device)
+
+
+def caption_table(captions: Sequence[str], config: TextConfig, width: int, device: torch.device | str) -> TextCondition:
+    """Every caption of a data set encoded once (rows in the data set's caption-id order), checked against the
+    model's text width; a batch's condition is then `table[ids]`."""
+    encoder = load_text_encoder(config, device)
+    if encoder.width != width:
+        raise ConfigError(
+            f"the text encoder {config.describe()} gives states of width {encoder.width}, but model.text_width is "
+            f"{width}: set model.text_width: {encoder.width}"
+        )
+    return encoder.encode(list(captions))

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sparseguidance.config import MAX_SEED, apply_overrides, check_types, from_dict, read_yaml, to_dict
-from sparseguidance.data import DataConfig
+from sparseguidance.data import CAPTION_SOURCES, DataConfig
 from sparseguidance.errors import ConfigError
-from sparseguidance.models import AnyModelConfig, config_class, model_config
+from sparseguidance.models import AnyModelConfig, TRDiTConfig, config_class, model_config
+from sparseguidance.text import TextConfig
 from sparseguidance.training.objective import ObjectiveConfig
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -77,6 +78,19 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    text: TextConfig = field(default_factory=TextConfig)  # text-to-image models: the frozen caption encoder
+
+    def __post_init__(self) -> None:
+        text_model, captions = isinstance(self.model, TRDiTConfig), self.data.source in CAPTION_SOURCES
+        if text_model and not captions:
+            raise ConfigError(
+                f"a TR-DiT learns from captions: data.source must be one of {', '.join(CAPTION_SOURCES)}, "
+                f"got {self.data.source}"
+            )
+        if captions and not text_model:
+            raise ConfigError(f"data.source {self.data.source} gives captions: it trains a text model (TR-DiT-…)")
+        if self.objective.mask_weight != ObjectiveConfig.mask_weight and text_model:
+            raise ConfigError("objective.mask_weight applies to masking models; TR-DiT supports routing only")
 
 
 def resolve_model_section(section: Any) -> Any:

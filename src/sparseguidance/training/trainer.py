@@ -45,6 +45,7 @@ from sparseguidance.locks import hold
 from sparseguidance.models import DiT, create_model
 from sparseguidance.models.prediction import Velocity, unwrap
 from sparseguidance.pretrained import resolve_checkpoint
+from sparseguidance.text import caption_table
 from sparseguidance.training.config import OptimConfig, TrainConfig, train_config_from_dict
 from sparseguidance.training.distributed import (
     Distributed,
@@ -206,7 +207,13 @@ class Trainer:
         self.log_path = self.run_dir / "log.jsonl"
         self.dataset = build_dataset(config.data)
         shape = (config.model.in_channels, config.model.input_size, config.model.input_size)
-        check_dataset(self.dataset, shape, config.model.num_classes)
+        check_dataset(self.dataset, shape, getattr(config.model, "num_classes", None))
+        text_width = getattr(
+            config.model, "text_width", None
+        )  # text models: captions encoded once, looked up per batch
+        self.captions = (
+            caption_table(self.dataset.captions, config.text, text_width, dist_info.device) if text_width else None
+        )
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank
         self.model: DiT = create_model(config.model).to(dist_info.device)
         if config.train.init_from:
@@ -297,7 +304,8 @@ class Trainer:
     def snapshot(self, path: Path) -> None:
         """Save the EMA weights in our safetensors + JSON format."""
         self.check_weights()
-        save_model(self.ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir)})
+        text = {"text": to_dict(self.config.text)} if self.captions is not None else {}
+        save_model(self.ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir), **text})
 
     # ------------------------------------------------------------------------------------------ loop
     def loader(self) -> DataLoader:
@@ -324,6 +332,7 @@ class Trainer:
         opt, device = self.config.train, self.dist.device
         generator = step_generator(opt.seed, self.step, self.dist.rank, device)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        y = self.captions[y] if self.captions is not None else y  # caption ids -> prompt states
         if self.config.data.hflip:
             x = random_hflip(x, generator)
         for group in self.optimizer.param_groups:
