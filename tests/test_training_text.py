@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sparseguidance.checkpoints import load_model, read_document
+from sparseguidance.cli import main
 from sparseguidance.errors import ConfigError
 from sparseguidance.guidance import make_guidance
 from sparseguidance.sampling.sampler import generate
@@ -39,12 +40,19 @@ def text_run(bert: Path, **model: Any) -> dict[str, Any]:
     }
 
 
-def test_a_tr_dit_trains_on_captions_and_samples_from_prompts(bert: Path, tmp_path: Path):
-    trainer = train(train_config_from_dict(text_run(bert)), tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def trained(bert: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """A trained tiny text run: its trainer and its model file."""
+    run = tmp_path_factory.mktemp("text-run") / "run"
+    return train(train_config_from_dict(text_run(bert)), run, progress=False), run / "model.safetensors"
+
+
+def test_a_tr_dit_trains_on_captions_and_samples_from_prompts(bert: Path, trained: tuple[Any, Path]):
+    trainer, weights = trained
     assert trainer.step == 3 and len(trainer.captions) == len(trainer.dataset.captions)
-    stored = read_document(tmp_path / "run" / "model.safetensors")
+    stored = read_document(weights)
     assert stored["text"] == {"encoder": str(bert), "layer": -1, "max_length": 32}
-    model = load_model(tmp_path / "run" / "model.safetensors")
+    model = load_model(weights)
     prompts = load_text_encoder(TextConfig(**stored["text"])).encode(["the digit three", "a thick seven"])
     samples = generate(make_guidance("cfg+sg", 2.0, 0.0, 0.5), {"main": model}, prompts, steps=2)
     assert samples.images.shape == (2, 1, 32, 32) and torch.isfinite(samples.images).all()
@@ -77,3 +85,34 @@ def test_models_and_data_must_agree_on_text(bert: Path, change: dict[str, Any], 
 def test_a_text_width_that_is_not_the_encoders_is_named(bert: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match="width 16, but model.text_width is 24: set model.text_width: 16"):
         train(train_config_from_dict(text_run(bert, text_width=24)), tmp_path / "run", progress=False)
+
+
+def test_sample_cli_cycles_prompts_and_names_them(trained: tuple[Any, Path], tmp_path: Path):
+    _, weights = trained
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a thick seven\n\n  the digit three  \n")
+    out = tmp_path / "pngs"
+    args = ["sample", str(weights), "--prompt", "a seven", "--prompt-file", str(prompts), "--out", str(out)]
+    assert main([*args, "--guidance", "sg", "--gamma-strong", "0", "--gamma-weak", "0.5", "--scale", "2",
+                 "--num-images", "4", "--steps", "2", "--no-progress"]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000_0.png", "000001_1.png", "000002_2.png", "000003_0.png"]
+    assert (out / "prompts.txt").read_text().splitlines() == ["a seven", "a thick seven", "the digit three"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "is a text-to-image model: give --prompt TEXT or --prompt-file FILE"),
+        (["--prompt", " "], "an empty prompt"),
+        (["--prompt-file", "missing.txt"], "prompt file missing.txt does not exist"),
+    ],
+)
+def test_sample_cli_prompt_errors(trained: tuple[Any, Path], tmp_path: Path, capsys, extra: list[str], message: str):
+    _, weights = trained
+    assert main(["sample", str(weights), "--out", str(tmp_path / "g.png"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_class_model_refuses_prompts(tmp_path: Path, capsys):
+    assert main(["sample", "mnist-dense", "--out", str(tmp_path / "g.png"), "--prompt", "a seven"]) == 2
+    assert "for text-to-image models; use --classes" in capsys.readouterr().err

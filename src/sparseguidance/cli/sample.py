@@ -26,10 +26,11 @@ from sparseguidance.cli.arguments import (
     parse_route,
     whole,
 )
+from sparseguidance.conditions import Condition
 from sparseguidance.data import IMAGE_SUFFIXES
 from sparseguidance.devices import compile_model, use_device
 from sparseguidance.errors import ConfigError
-from sparseguidance.files import check_output_file, check_output_folder
+from sparseguidance.files import atomic_write, check_output_file, check_output_folder
 from sparseguidance.guidance import Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.locks import hold
@@ -55,6 +56,7 @@ from sparseguidance.sampling.sampler import (
     class_labels,
     generate,
 )
+from sparseguidance.text import prompt_conditions, read_prompt_file, stored_text_config
 
 PIXEL_CHANNELS = (1, 3)  # models with other channel counts sample SD-VAE latents, decoded with --vae
 
@@ -112,6 +114,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="random",
         metavar="LIST|all|random",
         help="all, random (default) or 1,2,3",
+    )
+    parser.add_argument(
+        "--prompt", action="append", metavar="TEXT", help="a text-to-image model's prompt (repeat for several)"
+    )
+    parser.add_argument("--prompt-file", type=Path, metavar="FILE", help="prompts, one a line; image k gets k mod P")
+    parser.add_argument(
+        "--text-encoder",
+        metavar="DIR",
+        help="a text model's encoder folder (default: the one its checkpoint names, else all-MiniLM-L6-v2)",
     )
     # --num-images, not --num: torchrun would take --num as an ambiguous abbreviation of its own --numa-binding
     parser.add_argument("--num-images", type=whole(1, MAX_IMAGES), default=16, help="number of images (default 16)")
@@ -208,6 +219,7 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         "weak_routes": args.weak_route,
         "guidance": {"name": guidance.name, **dataclasses.asdict(guidance)},
         "classes": args.classes,
+        **({"prompts": args.prompts} if args.prompts else {}),  # only when given: earlier shard folders still resume
         "num_images": args.num_images,
         "seed": args.seed,
         "steps": args.steps,
@@ -218,6 +230,27 @@ def settings(args: argparse.Namespace, guidance: Guidance) -> dict[str, Any]:
         # recorded only when given, so that shard folders of earlier versions still resume
         **{k: v for k, v in (("train_gamma", args.train_gamma), ("prediction", args.prediction)) if v is not None},
     }
+
+
+def conditions(args: argparse.Namespace, config: Any, device: str) -> tuple[Condition, torch.Tensor]:
+    """Each image's condition and its id in the outputs: class labels (both), or prompts and their line numbers."""
+    ids = torch.arange(args.num_images)
+    text_model = getattr(config, "text_width", None) is not None
+    if not text_model:
+        if args.prompts or args.text_encoder:
+            raise ConfigError("--prompt, --prompt-file and --text-encoder are for text-to-image models; use --classes")
+        labels = class_labels(args.classes, ids, config.num_classes, args.seed)
+        return labels, labels
+    if not args.prompts:
+        raise ConfigError(f"{args.checkpoint} is a text-to-image model: give --prompt TEXT or --prompt-file FILE")
+    text = stored_text_config(args.checkpoint, args.text_encoder)
+    prompts = prompt_conditions(args.prompts, args.num_images, text, device)
+    if prompts.width != config.text_width:
+        raise ConfigError(
+            f"the text encoder {text.describe()} gives states of width {prompts.width}; the model takes "
+            f"{config.text_width}: give the encoder it was trained with (--text-encoder DIR)"
+        )
+    return prompts, ids % len(args.prompts)
 
 
 def check_out(out: Path) -> None:
@@ -234,6 +267,9 @@ def check_out(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Sample, write the output, print a summary."""
     check_out(args.out)
+    args.prompts = [*(args.prompt or []), *(read_prompt_file(args.prompt_file) if args.prompt_file else [])]
+    if any(not p.strip() for p in args.prompts):
+        raise ConfigError("--prompt: an empty prompt; the empty prompt is CFG's unconditional branch, not an image's")
     rank, world = distributed()
     device = str(use_device(args.device, args.tf32))
     guidance = guidance_from_args(args, args.scale)
@@ -252,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         from sparseguidance.sampling.vae import load_vae  # diffusers is an optional extra
 
         decode = load_vae(args.vae, device)
-    labels = class_labels(args.classes, range(args.num_images), config.num_classes, args.seed)
+    labels, ids = conditions(args, config, device)
     for note in notes:
         print(note, file=sys.stderr)
     options = dict(seed=args.seed, steps=args.steps, sampler=args.sampler, batch_size=args.batch_size, decode=decode)
@@ -262,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix == ".npz":
         folder = shard_folder(args.out)  # rank 0 holds its lock: a second job on the same --out refuses
         with hold(folder, f"shard set {folder}") if rank == 0 else nullcontext():
-            count, cost = sample_shards(args, guidance, models, labels, options, rank, world, progress)
+            count, cost = sample_shards(args, guidance, models, labels, ids, options, rank, world, progress)
     else:
         if world > 1:
             raise ConfigError("under torchrun write an .npz (sharded); PNG outputs are for one process")
@@ -271,7 +307,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out.suffix == ".png":
             save_grid(args.out, images)
         else:
-            save_pngs(args.out, images, samples.labels.numpy(), samples.indices.numpy())
+            save_pngs(args.out, images, ids.numpy(), samples.indices.numpy())
+            if args.prompts:  # file names carry the prompt's line number in this list
+                atomic_write(args.out / "prompts.txt", lambda tmp: Path(tmp).write_text("\n".join(args.prompts) + "\n"))
         count, cost = args.num_images, samples.cost
     if rank == 0:
         report(args, guidance, models, count, cost, time.perf_counter() - start)
@@ -284,7 +322,8 @@ def sample_shards(
     args: argparse.Namespace,
     guidance: Guidance,
     models: dict[str, nn.Module],
-    labels: torch.Tensor,
+    labels: Condition,
+    ids: torch.Tensor,
     options: dict[str, Any],
     rank: int,
     world: int,
@@ -303,7 +342,8 @@ def sample_shards(
             samples = generate(
                 guidance, models, labels[indices.start : indices.stop], indices=indices, progress=bar, **options
             )
-            write_shard(folder, shard, to_uint8(samples.images), samples.labels.numpy(), samples.indices.numpy())
+            shard_ids = ids[indices.start : indices.stop].numpy()
+            write_shard(folder, shard, to_uint8(samples.images), shard_ids, samples.indices.numpy())
             count, cost = count + len(indices), samples.cost  # every image takes the same forwards
     if dist.is_initialized():
         dist.barrier()

@@ -45,13 +45,14 @@ class Cost:
         return {"nfe": self.nfe, "forwards": self.forwards, **self.flops.as_dict("gflops_per_image")}
 
 
-def cost_of(tally: Tally, models: Models, count: int) -> Cost:
-    """Per-image cost of the prefixes and forwards a tally counted over `count` samples (FLOPs module's counts)."""
+def cost_of(tally: Tally, models: Models, count: int, text_tokens: int = 0) -> Cost:
+    """Per-image cost of the prefixes and forwards a tally counted over `count` samples (FLOPs module's counts);
+    text_tokens: a text model's padded prompt length."""
     total = ZERO
     for role, rows in tally.prefixes.items():
-        total = total + prefix_flops(models[role].config) * rows
+        total = total + prefix_flops(models[role].config, text_tokens=text_tokens) * rows
     for (role, gamma), rows in tally.forwards.items():
-        total = total + rest_flops(models[role].config, gamma) * rows
+        total = total + rest_flops(models[role].config, gamma, text_tokens=text_tokens) * rows
     return Cost(tally.evaluations / count, sum(tally.forwards.values()) / count, total * (1 / count))
 
 
@@ -196,6 +197,7 @@ def generate(
         if bar is not progress:
             bar.close()
     seconds = time.perf_counter() - start
-    cost = cost_of(tally, models, max(len(labels), 1))
+    text_tokens = labels.states.shape[1] if isinstance(labels, TextCondition) else 0
+    cost = cost_of(tally, models, max(len(labels), 1), text_tokens)
     stacked = torch.cat(images) if images else torch.empty(0)
     return Samples(stacked, labels.cpu(), torch.tensor(indices, dtype=torch.long), cost, seconds)
