@@ -52,7 +52,7 @@ TRDIT_SIZES: dict[str, TRDiTConfig] = {
         hidden_size=192,
         depth=8,
         num_heads=3,
-        text_width=512,
+        text_width=384,  # all-MiniLM-L6-v2, the default encoder
         routes=((1, 6),),
         train_gamma=0.5,
     ),  # fmt: skip
@@ -63,7 +63,7 @@ TRDIT_SIZES: dict[str, TRDiTConfig] = {
         hidden_size=64,
         depth=4,
         num_heads=2,
-        text_width=64,
+        text_width=384,  # all-MiniLM-L6-v2, the default encoder
         connector_depth=1,
         routes=((1, 2),),
         train_gamma=0.5,
