@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,15 @@ def test_sample_cli_prompt_errors(trained: tuple[Any, Path], tmp_path: Path, cap
 def test_a_class_model_refuses_prompts(tmp_path: Path, capsys):
     assert main(["sample", "mnist-dense", "--out", str(tmp_path / "g.png"), "--prompt", "a seven"]) == 2
     assert "for text-to-image models; use --classes" in capsys.readouterr().err
+
+
+def test_inspect_cli_reads_a_text_model_on_captioned_digits(trained: tuple[Any, Path], tmp_path: Path, capsys):
+    _, weights = trained
+    out = tmp_path / "inspect.json"
+    assert main(["inspect", str(weights), "--num-images", "8", "--gap-times", "0.5", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "SG∅ 0/0.5" in text and "relative update" in text
+    gaps = json.loads(out.read_text())["branch_gaps"][0]
+    assert set(gaps) == {"t", "sg", "cfg", "ag", "sg_empty_prompt"} and gaps["cfg"] > 0
+    assert main(["inspect", str(weights), "--data", "mnist5k", "--num-images", "8"]) == 2
+    assert "this model needs captions" in capsys.readouterr().err

@@ -22,10 +22,11 @@ from torch import nn
 
 from sparseguidance.checkpoints import atomic_write
 from sparseguidance.conditions import Condition, TextCondition, null_condition
-from sparseguidance.data import DataConfig, build_dataset, check_dataset
+from sparseguidance.data import CAPTION_SOURCES, DataConfig, build_dataset, check_dataset
 from sparseguidance.errors import ConfigError
 from sparseguidance.models.prediction import unwrap
 from sparseguidance.sampling.seeds import sample_generators
+from sparseguidance.text import TextConfig, caption_table
 
 PROBE_STREAM = 100  # token-subset streams of the probe, apart from sampling's streams
 
@@ -80,26 +81,38 @@ class Probe:
         return sample_generators(self.seed, range(len(self.y)), stream=PROBE_STREAM + salt)
 
 
-def probe_data(spec: str | None, model: nn.Module, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` samples spread over the data `spec` names (every class appears), checked against the model."""
+def probe_data(
+    spec: str | None, model: nn.Module, count: int, text: TextConfig | None = None
+) -> tuple[torch.Tensor, Condition]:
+    """`count` samples spread over the data `spec` names (every class appears), checked against the model; a text
+    model's captions come encoded by `text`'s encoder."""
     config = model.config
+    text_model = getattr(config, "text_width", None) is not None
     if spec is None:
-        if (config.in_channels, config.input_size, config.num_classes) != (1, 32, 10):
+        if (config.in_channels, config.input_size, getattr(config, "num_classes", 10)) != (1, 32, 10):
             raise ConfigError("give --data (latents:DIR or folder:DIR): only MNIST-sized models default to mnist5k")
-        spec = "mnist5k:heldout"
+        spec = "mnist5k-captions:heldout" if text_model else "mnist5k:heldout"
     source, _, rest = spec.partition(":")
-    if source == "mnist5k":
-        data = DataConfig(source="mnist5k", split=rest or "heldout")
-    elif source == "folder":
-        data = DataConfig(source="folder", path=rest, image_size=config.input_size, channels=config.in_channels)
+    if source in ("mnist5k", "mnist5k-captions"):
+        data = DataConfig(source=source, split=rest or "heldout")
+    elif source in ("folder", "captions"):
+        data = DataConfig(source=source, path=rest, image_size=config.input_size, channels=config.in_channels)
     else:
         data = DataConfig(source=source, path=rest or None)
+    if text_model != (data.source in CAPTION_SOURCES):
+        need = f"captions ({', '.join(CAPTION_SOURCES)})" if text_model else "class labels, not captions"
+        raise ConfigError(f"--data {spec}: this model needs {need}")
     dataset = build_dataset(data)
-    check_dataset(dataset, (config.in_channels, config.input_size, config.input_size), config.num_classes)
+    check_dataset(
+        dataset, (config.in_channels, config.input_size, config.input_size), getattr(config, "num_classes", None)
+    )
     if not 1 <= count <= len(dataset):
         raise ConfigError(f"--num-images must lie in [1, {len(dataset)}] for this data, got {count}")
     # Spread the probe over the data set (every k-th sample), so that every class appears.
-    return dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
+    x, y = dataset.load(list(range(0, len(dataset), len(dataset) // count))[:count])
+    if text_model:
+        y = caption_table([dataset.captions[i] for i in y.tolist()], text or TextConfig(), config.text_width, x.device)
+    return x, y
 
 
 def make_probe(x: torch.Tensor, y: Condition, seed: int = 0) -> Probe:

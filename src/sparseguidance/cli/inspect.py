@@ -20,6 +20,7 @@ from sparseguidance.errors import ConfigError
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.provenance import provenance, write_json
+from sparseguidance.text import stored_text_config
 
 
 def parse_floats(text: str) -> list[float]:
@@ -55,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="SOURCE[:PATH]",
-        help="mnist5k[:SPLIT] (default for 1×32×32, 10-class models: the held-out digits), latents:DIR, folder:DIR",
+        help="mnist5k[:SPLIT] (default for 1×32×32, 10-class models: the held-out digits), latents:DIR, folder:DIR; "
+        "text models: mnist5k-captions[:SPLIT] (their default) or captions:DIR",
+    )
+    parser.add_argument(
+        "--text-encoder", metavar="DIR", help="a text model's encoder folder (default: the one its checkpoint names)"
     )
     parser.add_argument("--num-images", type=int, default=64, help="samples in the probe batch (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and token subsets (default 0)")
@@ -92,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     model = open_model(args.checkpoint, args.route, args.which)
     sparse = model.config.sparsity != "dense"
     pairs = args.pairs if args.pairs is not None else ([(0.0, 0.5), (0.5, 0.9), (0.0, 0.9)] if sparse else [])
-    x, y = probe_data(args.data, model, args.num_images)
+    text_model = hasattr(model.config, "text_width")
+    text = stored_text_config(resolve_checkpoint(args.checkpoint), args.text_encoder) if text_model else None
+    x, y = probe_data(args.data, model, args.num_images, text)
     weak = open_model(args.weak_checkpoint, None, args.which) if args.weak_checkpoint else None
     reference = open_model(args.reference, None, args.which) if args.reference else None
     inspection = inspect_model(model, make_probe(x, y, args.seed), args.times, args.gap_times, pairs, weak, reference)
