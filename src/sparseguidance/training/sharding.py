@@ -14,6 +14,7 @@ alike, and `sample` reads an FSDP run's files as any other.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,9 @@ def checkpoint_activations(model: nn.Module) -> None:
 
 def shard(model: nn.Module, device: torch.device) -> None:
     """FSDP2 over all processes of the default group: each transformer block, then the root."""
+    # FSDP2 warns when a module returns a view, in case an in-place op on it skips the backward hook. The
+    # velocity is a channel slice of the output, and the loss only reads it out of place: nothing to warn of.
+    warnings.filterwarnings("ignore", r"FSDP2-wrapped module \(FSDP\w+\) returned a view tensor", UserWarning)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh)
@@ -117,6 +121,10 @@ def load_optimizer_state(
         "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]],
     }
     set_optimizer_state_dict(model, optimizer, by_name, options=SCATTER)
+    for group, stored in zip(optimizer.param_groups, state["param_groups"], strict=True):
+        # As Optimizer.load_state_dict does: the stored hyperparameters as they were (torch's scatter turns
+        # the betas tuple into a list, which a later checkpoint would then store).
+        group.update({key: value for key, value in stored.items() if key != "params"})
 
 
 def unsharded(config: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
