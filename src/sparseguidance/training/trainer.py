@@ -139,15 +139,19 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     atomic_write(latest, write)
 
 
-def load_checkpoint(directory: Path) -> dict[str, Any] | None:
-    """The newest readable trainer state (latest.pt, else previous.pt with a warning); None if there is none."""
+def load_checkpoint(directory: Path, mmap: bool = False) -> dict[str, Any] | None:
+    """The newest readable trainer state (latest.pt, else previous.pt with a warning); None if there is none.
+
+    `mmap`: map the file instead of reading it, so that the ranks of one machine share one copy in the page cache
+    (FSDP: every rank reads the full state and keeps only its slices).
+    """
     problems = []
     for path in (directory / name for name in CHECKPOINTS):
         if not path.exists():
             problems.append(f"{path} is missing")
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             missing = [key for key in STATE_KEYS if key not in state]
             if missing:
                 raise KeyError(f"no {', '.join(missing)}")
@@ -284,7 +288,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the run directory's checkpoint, if it has one."""
-        state = load_checkpoint(self.checkpoints)
+        state = load_checkpoint(self.checkpoints, mmap=self.sharded)
         if state is None:
             return
         self.changes = check_resume_config(state, self.config, self.run_dir, self.allow_changes)
