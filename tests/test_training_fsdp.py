@@ -20,7 +20,13 @@ from training_fixtures import ONE_THREAD_ENV, assert_same_weights, tiny_train_da
 from sparseguidance.checkpoints import load_model
 from sparseguidance.cli import main
 from sparseguidance.models import create_model
-from sparseguidance.training import ObjectiveConfig, flow_matching_loss, load_train_config, train
+from sparseguidance.training import (
+    ObjectiveConfig,
+    flow_matching_loss,
+    load_train_config,
+    train,
+    train_config_from_dict,
+)
 from sparseguidance.training.sharding import checkpoint_activations, transformer_blocks
 from sparseguidance.training.trainer import step_generator
 
@@ -238,3 +244,19 @@ def test_fsdp_in_one_process_forms_its_own_group(tmp_path):
     assert_same_weights(sharded["model"], plain["model"])
     assert_same_weights(sharded["ema"], plain["ema"])
     assert sharded["optimizer"]["param_groups"] == plain["optimizer"]["param_groups"]
+
+
+def test_a_text_to_image_model_shards_and_checkpoints_unchanged(bert: Path, tmp_path):
+    """TR-DiT (trunk and text connector blocks) under one-process FSDP with activation checkpointing: unchanged."""
+    from test_training_text import text_run
+
+    plain = train(train_config_from_dict(text_run(bert)), tmp_path / "plain", progress=False)
+    run = text_run(bert)
+    run["train"].update(fsdp=True, activation_checkpointing=True)
+    train(train_config_from_dict(run), tmp_path / "fsdp", progress=False)
+    assert len(list(transformer_blocks(plain.model))) == 3  # 2 trunk blocks, 1 connector block
+    sharded, reference = saved(tmp_path / "fsdp"), saved(tmp_path / "plain")
+    assert_same_weights(sharded["model"], reference["model"])
+    assert_same_weights(sharded["ema"], reference["ema"])
+    weights = load_model(tmp_path / "fsdp" / "model.safetensors")
+    assert_same_weights(weights.state_dict(), reference["ema"])
