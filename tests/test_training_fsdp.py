@@ -19,6 +19,7 @@ from training_fixtures import ONE_THREAD_ENV, assert_same_weights, tiny_train_da
 
 from sparseguidance.checkpoints import load_model
 from sparseguidance.cli import main
+from sparseguidance.errors import ConfigError
 from sparseguidance.models import create_model
 from sparseguidance.training import (
     ObjectiveConfig,
@@ -27,8 +28,9 @@ from sparseguidance.training import (
     train,
     train_config_from_dict,
 )
+from sparseguidance.training.distributed import init_distributed
 from sparseguidance.training.sharding import checkpoint_activations, transformer_blocks
-from sparseguidance.training.trainer import step_generator
+from sparseguidance.training.trainer import Trainer, step_generator
 
 pytestmark = pytest.mark.skipif(not dist.is_gloo_available(), reason="torch built without gloo")
 
@@ -227,11 +229,16 @@ def test_recomputation_draws_nothing_again():
     assert len(list(transformer_blocks(model))) == 4
 
 
-def test_fsdp_in_one_process_forms_its_own_group(tmp_path):
+MASKING = {"routes": [], "decoder": {"depth": 1, "width": 16, "heads": 2}}  # the decoder's blocks are sharded too
+
+
+@pytest.mark.parametrize("model", [{}, MASKING], ids=["routing", "masking"])
+def test_fsdp_in_one_process_forms_its_own_group(model, tmp_path):
     """`train --fsdp` under plain python: FSDP over a one-process group, equal to the unsharded run bit for bit."""
     data = write_latents(tmp_path / "latents")
     config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps(tiny_train_data(data, steps=3, checkpoint_every=3, snapshot_every=0)))
+    run = tiny_train_data(data, steps=3, checkpoint_every=3, snapshot_every=0)
+    config.write_text(json.dumps({**run, "model": {**run["model"], **model}}))
     train(load_train_config(config), tmp_path / "plain", progress=False)
     flags = ["--fsdp", "--activation-checkpointing", "--no-progress"]
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "fsdp"), *flags]) == 0
@@ -258,3 +265,9 @@ def test_a_text_to_image_model_shards_and_checkpoints_unchanged(bert: Path, tmp_
     assert_same_weights(sharded["ema"], reference["ema"])
     weights = load_model(tmp_path / "fsdp" / "model.safetensors")
     assert_same_weights(weights.state_dict(), reference["ema"])
+
+
+def test_a_trainer_built_by_hand_for_fsdp_needs_a_group(tmp_path):
+    config = train_config_from_dict(tiny_train_data(write_latents(tmp_path / "latents"), fsdp=True))
+    with pytest.raises(ConfigError, match="train.fsdp needs a process group"):
+        Trainer(config, tmp_path / "run", init_distributed("cpu"), progress=False)
