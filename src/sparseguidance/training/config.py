@@ -25,7 +25,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """The `train` section: AdamW, schedule, EMA, precision, and how often to log, checkpoint and snapshot."""
+    """The `train` section: AdamW, schedule, EMA, precision, how often to log, checkpoint and snapshot, and how to
+    spread a large model (FSDP2, activation checkpointing)."""
 
     steps: int = 1000
     batch_size: int = 64  # global: split evenly over the devices
@@ -45,6 +46,8 @@ class OptimConfig:
     checkpoint_every: int = 500  # latest.pt (full state, for resuming)
     snapshot_every: int = 0  # EMA weights kept as snapshots/step-NNNNNNN.safetensors (weak models for AG); 0: none
     init_from: str = ""  # weights a new run starts from (a .safetensors path or a shipped name): fine-tuning stages
+    fsdp: bool = False  # shard weights, gradients and AdamW state over the processes (FSDP2) instead of DDP
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
 
     def __post_init__(self) -> None:
         check_types(self, "train.")

@@ -32,8 +32,12 @@ class Distributed:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto") -> Distributed:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (NCCL on GPUs, gloo on CPU)."""
+def init_distributed(device: str = "auto", group: bool = False) -> Distributed:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (NCCL on GPUs, gloo on CPU).
+
+    `group`: form a process group even for one process (FSDP shards over one; the same code path then runs
+    under plain `python` and under torchrun). A lone process's group lives in memory: no port, no rendezvous.
+    """
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA device is available")
@@ -41,8 +45,11 @@ def init_distributed(device: str = "auto") -> Distributed:
     chosen = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(chosen)
+    backend = "nccl" if use_cuda else "gloo"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend)
+    elif group and not dist.is_initialized():
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return Distributed(rank, world, chosen)
 
 

@@ -1,4 +1,5 @@
-"""The training loop: AdamW with warm-up, gradient clipping, bf16 autocast on GPU, EMA, checkpoints, exact resume, DDP.
+"""The training loop: AdamW with warm-up, gradient clipping, bf16 autocast on GPU, EMA, checkpoints, exact resume,
+DDP or FSDP2 (training.sharding), activation checkpointing.
 
 A run directory holds:
     config.yaml                 the resolved TrainConfig
@@ -56,6 +57,17 @@ from sparseguidance.training.distributed import (
 )
 from sparseguidance.training.objective import flow_matching_loss
 from sparseguidance.training.runlog import append_log, plot_loss, truncate_log
+from sparseguidance.training.sharding import (
+    checkpoint_activations,
+    full,
+    load_model_state,
+    load_optimizer_state,
+    local,
+    model_state,
+    optimizer_state,
+    shard,
+    unsharded,
+)
 
 CHECKPOINTS = ("latest.pt", "previous.pt")  # newest first
 # Settings a resumed run may change without --allow-changes: how far to train (`--steps`), when to write, where to run.
@@ -65,6 +77,8 @@ FREE_CHANGES = (
     "train.checkpoint_every",
     "train.snapshot_every",
     "train.device",
+    "train.fsdp",
+    "train.activation_checkpointing",
     "data.num_workers",
 )
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -96,9 +110,12 @@ def ema_decay_at(step: int, config: OptimConfig) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model, parameter by parameter (buffers are fixed and never change)."""
+    """ema ← decay·ema + (1 − decay)·model, parameter by parameter (buffers are fixed and never change).
+
+    Under FSDP both are sharded by the same plan, so each rank updates its own slices: no communication.
+    """
     for average, current in zip(ema.parameters(), model.parameters(), strict=True):
-        average.lerp_(current.detach(), 1 - decay)
+        local(average).lerp_(local(current.detach()), 1 - decay)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -122,15 +139,19 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     atomic_write(latest, write)
 
 
-def load_checkpoint(directory: Path) -> dict[str, Any] | None:
-    """The newest readable trainer state (latest.pt, else previous.pt with a warning); None if there is none."""
+def load_checkpoint(directory: Path, mmap: bool = False) -> dict[str, Any] | None:
+    """The newest readable trainer state (latest.pt, else previous.pt with a warning); None if there is none.
+
+    `mmap`: map the file instead of reading it, so that the ranks of one machine share one copy in the page cache
+    (FSDP: every rank reads the full state and keeps only its slices).
+    """
     problems = []
     for path in (directory / name for name in CHECKPOINTS):
         if not path.exists():
             problems.append(f"{path} is missing")
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             missing = [key for key in STATE_KEYS if key not in state]
             if missing:
                 raise KeyError(f"no {', '.join(missing)}")
@@ -220,6 +241,14 @@ class Trainer:
             self.model.load_state_dict(initial_weights(config).state_dict())
         self.ema: DiT = copy.deepcopy(self.model).requires_grad_(False)
         opt = config.train
+        self.sharded = opt.fsdp
+        if self.sharded and not dist.is_initialized():
+            raise ConfigError("train.fsdp needs a process group: run through train(), or init_distributed(group=True)")
+        if opt.activation_checkpointing:
+            checkpoint_activations(self.model)
+        if self.sharded:  # before the optimizer, which must hold the sharded parameters
+            shard(self.model, dist_info.device)
+            shard(self.ema, dist_info.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=opt.lr,
@@ -235,20 +264,20 @@ class Trainer:
         self.net = self.wrap(self.model)
 
     def wrap(self, model: DiT) -> nn.Module:
-        """DistributedDataParallel around the model when there are several processes."""
-        if self.dist.world == 1:
+        """DistributedDataParallel around the model when there are several processes (FSDP: sharded already)."""
+        if self.dist.world == 1 or self.sharded:
             return model
         device_ids = [self.dist.device] if self.dist.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
     # ------------------------------------------------------------------------------- state in and out
     def state(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue exactly."""
+        """Everything a resumed run needs to continue exactly (FSDP: every rank gathers, rank 0's is complete)."""
         return {
             "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state(self.model, self.sharded),
+            "ema": model_state(self.ema, self.sharded),
+            "optimizer": optimizer_state(self.model, self.optimizer, self.sharded),
             # Step draws come from step_generator(seed, step, rank); the global generator is kept for
             # whatever else draws from it (DataLoader worker seeds).
             "rng": {"seed": self.config.train.seed, "torch": torch.get_rng_state()},
@@ -259,14 +288,14 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the run directory's checkpoint, if it has one."""
-        state = load_checkpoint(self.checkpoints)
+        state = load_checkpoint(self.checkpoints, mmap=self.sharded)
         if state is None:
             return
         self.changes = check_resume_config(state, self.config, self.run_dir, self.allow_changes)
         self.earlier_config = state["config"]
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_model_state(self.model, state["model"], self.sharded)
+        load_model_state(self.ema, state["ema"], self.sharded)
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"], self.sharded)
         torch.set_rng_state(state["rng"]["torch"])
         self.step = self.saved_step = int(state["step"])
         self.position = Position(**state["data"])
@@ -294,18 +323,31 @@ class Trainer:
         with open(self.run_dir / "config-history.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
 
+    @property
+    def gathers(self) -> bool:
+        """Whether this rank takes part in saving: rank 0 writes; under FSDP every rank gathers with it."""
+        return self.dist.is_main or self.sharded
+
     def checkpoint(self) -> None:
-        """Save the full state and redraw the loss curve."""
-        self.check_weights()
-        save_checkpoint(self.checkpoints, self.state())
+        """Save the full state and redraw the loss curve (called on every rank; rank 0 writes)."""
+        if self.gathers:
+            self.check_weights()
+            state = self.state()
+            if self.dist.is_main:
+                save_checkpoint(self.checkpoints, state)
+                plot_loss(self.log_path, self.run_dir / "loss.png", title=self.run_dir.name)
         self.saved_step = self.step
-        plot_loss(self.log_path, self.run_dir / "loss.png", title=self.run_dir.name)
 
     def snapshot(self, path: Path) -> None:
-        """Save the EMA weights in our safetensors + JSON format."""
+        """Save the EMA weights in our safetensors + JSON format (called on every rank; rank 0 writes)."""
+        if not self.gathers:
+            return
         self.check_weights()
-        text = {"text": to_dict(self.config.text)} if self.captions is not None else {}
-        save_model(self.ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir), **text})
+        state = model_state(self.ema, self.sharded)  # FSDP: every rank gathers, rank 0 receives
+        if self.dist.is_main:
+            ema = unsharded(self.model.config, state) if self.sharded else self.ema
+            text = {"text": to_dict(self.config.text)} if self.captions is not None else {}
+            save_model(ema, path, {"step": self.step, "weights": "ema", "run": str(self.run_dir), **text})
 
     # ------------------------------------------------------------------------------------------ loop
     def loader(self) -> DataLoader:
@@ -342,7 +384,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf  # inf: measure the norm, clip nothing
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = full(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))  # FSDP: the norm over all shards
         self.optimizer.step()
         update_ema(self.ema, self.model, ema_decay_at(self.step, opt))
         self.step += 1
@@ -370,16 +412,15 @@ class Trainer:
             if self.step % opt.log_every == 0 or self.step == opt.steps:
                 self.log(window.close(self.dist.world), bar)
             with window.paused():  # saving is not training: keep it out of images/s and step time
-                if main and opt.snapshot_every and self.step % opt.snapshot_every == 0:
+                if opt.snapshot_every and self.step % opt.snapshot_every == 0:
                     self.snapshot(self.snapshots / f"step-{self.step:07d}.safetensors")
-                if main and self.step % opt.checkpoint_every == 0:
+                if self.step % opt.checkpoint_every == 0:
                     self.checkpoint()
             if self.stop_requested():  # SIGINT / SIGTERM under stop_on_signals
                 bar.close()
                 self.stop()
         bar.close()
-        if main:
-            self.finish()
+        self.finish()
         return self
 
     @contextmanager
@@ -416,9 +457,9 @@ class Trainer:
     def stop(self) -> NoReturn:
         """Save this step's full state (rank 0), say how to resume, and stop with KeyboardInterrupt (exit 130)."""
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal to another rank"
+        if self.saved_step != self.step:
+            self.checkpoint()
         if self.dist.is_main:
-            if self.saved_step != self.step:
-                self.checkpoint()
             print(
                 f"{self.run_dir}: stopped by {name}; saved step {self.step} of {self.config.train.steps}, "
                 "rerun the same command to resume",
@@ -447,8 +488,15 @@ class Trainer:
             append_log(self.log_path, record)
 
     def check_weights(self) -> None:
-        """Raise TrainingError before a save when the weights are no longer finite: nothing diverged is written."""
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        """Raise TrainingError before a save when the weights are no longer finite: nothing diverged is written.
+
+        Under FSDP each rank checks its shards and all agree, so that every rank stops.
+        """
+        finite = torch.tensor([float(all(torch.isfinite(local(p)).all() for p in self.model.parameters()))])
+        if self.sharded:
+            finite = finite.to(self.dist.device)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
             raise self.diverged("the weights hold NaN or infinite values")
 
     def diverged(self, problem: str) -> TrainingError:
@@ -460,7 +508,7 @@ class Trainer:
         )
 
     def finish(self) -> None:
-        """Save the final EMA weights and, unless this step is saved already, the full state."""
+        """Save the final EMA weights and, unless this step is saved already, the full state (every rank calls)."""
         if self.saved_step != self.step:
             self.checkpoint()
         self.snapshot(self.run_dir / "model.safetensors")
@@ -522,11 +570,11 @@ class Window:
 
 
 def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, allow_changes: bool = False) -> Trainer:
-    """Train (or resume) a run in `run_dir`, holding its lock; under torchrun each process calls this, DDP joins them.
+    """Train (or resume) a run in `run_dir`, holding its lock; under torchrun each process calls this (DDP or FSDP).
 
     `allow_changes`: resume even where settings differ from the checkpoint's (recorded in the run's log).
     """
-    dist_info = init_distributed(config.train.device)
+    dist_info = init_distributed(config.train.device, group=config.train.fsdp)
     try:
         with hold(run_dir, f"run folder {run_dir}") if dist_info.is_main else nullcontext():
             trainer = Trainer(config, run_dir, dist_info, progress, allow_changes)
