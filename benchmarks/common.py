@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from sparseguidance.guidance import Guidance, make_guidance
 from sparseguidance.models import ModelConfig
 
 K = TypeVar("K", bound=Hashable)
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}  # --clock process: this process's CPU time
 SCALE = 1.5  # ω of every guided method
 SG = make_guidance("sg", SCALE, 0.5, 0.9)  # SG_FLOPS
 GUIDED: dict[str, tuple[Guidance, bool]] = {  # name -> (guidance, shared prefix)
@@ -60,3 +62,10 @@ def against_cfg(name: str, seconds: Mapping[str, float], gflops: Mapping[str, fl
         "speedup_vs_cfg": seconds["cfg"] / seconds[name],
         "flops_ratio_vs_cfg": gflops["cfg"] / gflops[name],
     }
+
+
+def timed(clock: Callable[[], float], run: Callable[[], object]) -> float:
+    """Seconds of one run by `clock`."""
+    start = clock()
+    run()
+    return clock() - start

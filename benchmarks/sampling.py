@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
-from common import GUIDED, SCALE, against_cfg, guided_gflops, interleaved_medians, random_weights
+from common import CLOCKS, GUIDED, SCALE, against_cfg, guided_gflops, interleaved_medians, random_weights, timed
 
 from sparseguidance.models import DiT, create_model
 from sparseguidance.provenance import provenance, write_json
 from sparseguidance.sampling import generate
 
 RESULTS = Path(__file__).parent / "results" / "sampling.json"
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 PLAIN = {  # name -> (the weak branch's condition, γ strong, γ weak)
     "cfg_two_forward": ("null", 0.0, 0.0),
     "sg_two_forward": ("class", 0.5, 0.9),
@@ -55,13 +53,6 @@ def run_ours(model: DiT, labels: torch.Tensor, steps: int, name: str) -> None:
     """`steps` Euler steps of a method through `generate`."""
     guidance, share = GUIDED[name]
     generate(guidance, {"main": model}, labels, steps=steps, batch_size=len(labels), share=share)
-
-
-def timed(clock: Callable[[], float], run: Callable[[], object]) -> float:
-    """Seconds of one run by `clock`."""
-    start = clock()
-    run()
-    return clock() - start
 
 
 def main() -> None:

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
-from common import against_cfg, interleaved_medians, random_weights
+from common import CLOCKS, against_cfg, interleaved_medians, random_weights, timed
 
 from sparseguidance.conditions import TextCondition
 from sparseguidance.flops import TEXT_TOKENS, euler_step_flops
@@ -32,7 +30,6 @@ from sparseguidance.provenance import provenance, write_json
 from sparseguidance.sampling import generate
 
 RESULTS = Path(__file__).parent / "results" / "t2i.json"
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 METHODS = {  # PAPER.md §5's settings
     "none": make_guidance("none"),
     "cfg": make_guidance("cfg", 1.8),
@@ -50,11 +47,9 @@ def prompts(batch: int, tokens: int, width: int) -> TextCondition:
     return TextCondition(states, torch.ones(batch, tokens, dtype=torch.bool), empty, torch.ones(1, 2, dtype=torch.bool))
 
 
-def timed(clock: Callable[[], float], model: torch.nn.Module, y: TextCondition, steps: int, name: str) -> float:
-    """Seconds of `steps` Euler steps of one method over the batch."""
-    start = clock()
+def sample(model: torch.nn.Module, y: TextCondition, steps: int, name: str) -> None:
+    """`steps` Euler steps of one method over the batch."""
     generate(METHODS[name], {"main": model}, y, steps=steps, batch_size=len(y))
-    return clock() - start
 
 
 def step_gflops(config: TRDiTConfig, steps: int, text_tokens: int) -> dict[str, dict[str, float]]:
@@ -84,7 +79,7 @@ def main() -> None:
     model = random_weights(create_model(config)).eval()
     y = prompts(args.batch, args.text_tokens, config.text_width)
     clock = CLOCKS[args.clock]
-    runs = {name: partial(timed, clock, model, y, args.steps, name) for name in METHODS}
+    runs = {name: partial(timed, clock, partial(sample, model, y, args.steps, name)) for name in METHODS}
     gflops = step_gflops(config, args.steps, args.text_tokens)
     load_before = os.getloadavg()
     medians = interleaved_medians(runs, args.repeats)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from sparseguidance.data import IMAGE_SUFFIXES, MNIST_SPLITS, LabeledDataset, mnist5k, read_image
+from sparseguidance.data import IMAGE_SUFFIXES, MNIST_SPLITS, ImageFiles, LabeledDataset, mnist5k
 from sparseguidance.errors import ConfigError, DataError
 from sparseguidance.images import from_uint8
 
@@ -227,7 +227,7 @@ class CaptionedMNIST(LabeledDataset):
 
 
 # ------------------------------------------------------------------------------------- caption folders
-class CaptionFolder(LabeledDataset):
+class CaptionFolder(ImageFiles):
     """`root/NAME.png|jpg…` each with `root/NAME.txt`: images center-cropped and resized, in [−1, 1], with ids
     into `captions` (the folder's distinct captions, sorted). Only files directly in `root` are read.
 
@@ -264,13 +264,6 @@ class CaptionFolder(LabeledDataset):
         self.labels = torch.tensor([ids[t] for t in texts], dtype=torch.long)
         self.num_classes = len(self.captions)
         self.sample_shape = (channels, image_size, image_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = np.stack([read_image(self.files[i], self.image_size, self.mode) for i in indices])
-        return from_uint8(pixels), self.labels[torch.as_tensor(indices, dtype=torch.long)]
 
 
 def read_caption(path: Path, image: Path) -> str:

@@ -134,7 +134,23 @@ class TensorImages(LabeledDataset):
         return self.images[index], self.labels[index]
 
 
-class ImageFolder(LabeledDataset):
+class ImageFiles(LabeledDataset):
+    """Images read from `files` on demand (center-cropped, resized, in [−1, 1]) with one label each."""
+
+    files: list[Path]
+    labels: torch.Tensor
+    image_size: int
+    mode: str  # PIL mode: L (grey) or RGB
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = np.stack([read_image(self.files[i], self.image_size, self.mode) for i in indices])
+        return from_uint8(pixels), self.labels[torch.as_tensor(indices, dtype=torch.long)]
+
+
+class ImageFolder(ImageFiles):
     """`root/CLASS/*.png|jpg…`: classes in sorted order, images center-cropped and resized, in [−1, 1]."""
 
     def __init__(self, root: str | Path, image_size: int, channels: int) -> None:
@@ -152,13 +168,6 @@ class ImageFolder(LabeledDataset):
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.num_classes = len(self.classes)
         self.sample_shape = (channels, image_size, image_size)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels = np.stack([read_image(self.files[i], self.image_size, self.mode) for i in indices])
-        return from_uint8(pixels), self.labels[torch.as_tensor(indices, dtype=torch.long)]
 
 
 def read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
