@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -69,3 +71,19 @@ def timed(clock: Callable[[], float], run: Callable[[], object]) -> float:
     start = clock()
     run()
     return clock() - start
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, batch: int, steps: int, repeats: int, out: Path) -> None:
+    """--batch, --steps, --repeats, --threads, --clock and --out, with this benchmark's defaults."""
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall time or this process's CPU time")
+    parser.add_argument("--out", type=Path, default=out)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads where given: on a shared machine one thread avoids waiting on a descheduled second."""
+    if threads:
+        torch.set_num_threads(threads)

@@ -22,7 +22,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import CLOCKS, GUIDED, SCALE, against_cfg, guided_gflops, interleaved_medians, random_weights, timed
+from common import (
+    CLOCKS,
+    GUIDED,
+    SCALE,
+    add_timing_arguments,
+    against_cfg,
+    guided_gflops,
+    interleaved_medians,
+    random_weights,
+    set_threads,
+    timed,
+)
 
 from sparseguidance.models import DiT, create_model
 from sparseguidance.provenance import provenance, write_json
@@ -58,15 +69,9 @@ def run_ours(model: DiT, labels: torch.Tensor, steps: int, name: str) -> None:
 def main() -> None:
     """Measure and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall time or this process's CPU time")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_timing_arguments(parser, batch=4, steps=40, repeats=1, out=RESULTS)
     args = parser.parse_args()
-    if args.threads:  # on a shared machine one thread avoids waiting on a descheduled second one
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     model = random_weights(create_model("DiT-B/2", routes=((2, 8),), learn_sigma=False)).eval()
     labels = torch.arange(args.batch) % 1000

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import CLOCKS, against_cfg, interleaved_medians, random_weights, timed
+from common import CLOCKS, add_timing_arguments, against_cfg, interleaved_medians, random_weights, set_threads, timed
 
 from sparseguidance.conditions import TextCondition
 from sparseguidance.flops import TEXT_TOKENS, euler_step_flops
@@ -64,16 +64,10 @@ def main() -> None:
     parser.add_argument("--model", choices=TRDIT_NAMES, default="TR-DiT-S")
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--text-tokens", type=int, default=16)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall time or this process's CPU time")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_timing_arguments(parser, batch=4, steps=20, repeats=3, out=RESULTS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     config = model_config(args.model, input_size=args.input_size, patch_size=args.patch_size)
     model = random_weights(create_model(config)).eval()
