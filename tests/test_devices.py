@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_inputs, tiny_model
+from conftest import randomize, tiny_inputs, tiny_model
 
 from sparseguidance.cli import main
+from sparseguidance.conditions import TextCondition
 from sparseguidance.devices import autocast, compile_model, resolve_device, use_device
 from sparseguidance.errors import ConfigError
 from sparseguidance.metrics.evaluate import EvalConfig
+from sparseguidance.models import create_model
 from sparseguidance.sampling.seeds import sample_generators
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is absent")
@@ -72,3 +74,17 @@ def test_compiled_blocks_keep_the_model_s_outputs_names_and_methods(mode):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     with pytest.raises(ConfigError, match="unknown compile mode"):
         compile_model(model, "fast")
+
+
+def test_a_tr_dit_compiles_per_block_and_keeps_its_outputs():
+    model = randomize(create_model("TR-DiT-XS", input_size=8, in_channels=1, patch_size=2, text_width=8))
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.3, 0.7])
+    states = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1))
+    y = TextCondition(states, torch.ones(2, 3, dtype=torch.bool), states[:1, :1], torch.ones(1, 1, dtype=torch.bool))
+    with torch.no_grad():
+        want = model(x, t, y, gamma=0.5, generator=torch.Generator().manual_seed(2))
+        compile_model(model, "auto", backend="eager")
+        got = model(x, t, y, gamma=0.5, generator=torch.Generator().manual_seed(2))
+    compiled = [m for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert len(compiled) == 4 + 1 + 1  # blocks, the connector's block, the final layer
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

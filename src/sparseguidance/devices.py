@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sparseguidance.errors import ConfigError
-from sparseguidance.models.dit import DiTBlock, FinalLayer
+from sparseguidance.models import dit, trdit
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES: dict[str, bool | None] = {"auto": None, "dynamic": True, "static": False}  # torch.compile's dynamic=
@@ -63,7 +63,8 @@ def autocast(device: torch.device | str, precision: str) -> AbstractContextManag
 
 
 def compile_model(model: nn.Module, mode: str = "auto", backend: str = "inductor") -> nn.Module:
-    """torch.compile a model in place, keeping its methods and parameter names: per block for a DiT, else whole.
+    """torch.compile a model in place, keeping its methods and parameter names: per block for DiT and TR-DiT (its
+    connector's blocks too), else whole.
 
     A DiT's token count differs between calls (SG's branches at two γ, the dense prefix): `static` compiles
     one graph per shape, `dynamic` one graph with symbolic sizes, `auto` is torch's default (static first,
@@ -72,7 +73,8 @@ def compile_model(model: nn.Module, mode: str = "auto", backend: str = "inductor
     """
     if mode not in COMPILE_MODES:
         raise ConfigError(f"unknown compile mode {mode!r}; known: {', '.join(COMPILE_MODES)}")
-    targets = [m for m in model.modules() if isinstance(m, DiTBlock | FinalLayer)] or [model]
+    blocks = (dit.DiTBlock, dit.FinalLayer, trdit.TRDiTBlock, trdit.ConnectorBlock, trdit.FinalLayer)
+    targets = [m for m in model.modules() if isinstance(m, blocks)] or [model]
     for module in targets:
         module.compile(dynamic=COMPILE_MODES[mode], backend=backend)
     return model
