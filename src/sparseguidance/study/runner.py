@@ -26,7 +26,9 @@ from sparseguidance.study.presets import TUNING_SEED, Method, StudyPreset, metho
 logger = logging.getLogger("sparseguidance.study")
 
 FLOPS_ROW = ("routing", "sg_flops")  # Table 2's SG_FLOPS: the best SG setting cheaper than no guidance
-CPU_RATE = 240.0  # image-forwards/s of a whole study on 2 CPU cores, scoring included (v1 cpu run: 800k in 56 min)
+# image-forwards/s of a whole study on 2 idle CPU cores with --threads 2, scoring included (v1 cpu run: 800k in
+# 56 min); one thread beside another job gave ~93 (2026-12-02), so the estimate holds only on a quiet machine
+CPU_RATE = 240.0
 # Fig. 5 at each training point: variant -> (the reported row whose setting it uses, suffix of the model name)
 VARIANTS = {"sg": ("sg", ""), "cfg": ("cfg", ""), "dense-ft+cfg": ("cfg", DENSE_FT)}
 
@@ -117,7 +119,7 @@ class Plan:
 
     @property
     def minutes(self) -> float:
-        """The expected time at CPU_RATE (2 CPU cores)."""
+        """The expected time at CPU_RATE (2 idle CPU cores, 2 threads)."""
         return (self.sampling_forwards + self.training_forwards) / CPU_RATE / 60
 
 
@@ -227,7 +229,7 @@ def log_plan(preset: StudyPreset, templates: list[Method], points: dict[str, int
     plan = Plan(sum(map(len, parts.values())), sampling, training)
     logger.info(
         "plan: %d cells, %d image-forwards in all (%s %d steps; cells met twice run once): about %.0f min at %g "
-        "image-forwards/s (2 CPU cores)",
+        "image-forwards/s (2 idle CPU cores, --threads 2)",
         *(plan.cells, sampling + training, preset.sampler, preset.steps, plan.minutes, CPU_RATE),
     )
     return plan
