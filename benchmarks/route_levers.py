@@ -32,10 +32,10 @@ PAIRS = ((0.0, 0.5), (0.5, 0.9), (0.0, 0.9))
 
 
 def settings(
-    pairs: list[tuple[float, float]], scales: list[float]
+    pairs: list[tuple[float, float]], scales: list[float], cfg_scales: list[float]
 ) -> list[tuple[str, str, float, tuple[float, float] | None]]:
-    """(label, method, ω, γ pair) of the quick FID rows: none, CFG at ω 1.5 and 3, SG at each pair and ω."""
-    rows = [("none", "none", 1.0, None), ("cfg 1.5", "cfg", 1.5, None), ("cfg 3", "cfg", 3.0, None)]
+    """(label, method, ω, γ pair) of the quick FID rows: none, CFG at each of its ω, SG at each pair and ω."""
+    rows = [("none", "none", 1.0, None)] + [(f"cfg {w:g}", "cfg", w, None) for w in cfg_scales]
     for pair in pairs:
         rows += [(f"sg {pair_name(*pair)} ω {w:g}", "sg", w, pair) for w in scales]
     return rows
@@ -48,7 +48,7 @@ def measure(path: str, args: argparse.Namespace, evaluator: Evaluator, ref: nn.M
     inspection = inspect_model(model, probe, [0.25, 0.5, 0.75], [0.1, 0.3, 0.5, 0.7, 0.9], PAIRS, None, ref)
     labels = class_labels("all", range(args.images), model.config.num_classes)
     fids = {}
-    for label, method, scale, pair in settings(args.pairs, args.scales) if args.images else []:
+    for label, method, scale, pair in settings(args.pairs, args.scales, args.cfg_scales) if args.images else []:
         guidance = make_guidance(method, scale, *(pair or (None, None)))
         start = time.perf_counter()
         samples = generate(guidance, {"main": model}, labels, seed=TUNING_SEED, steps=args.steps, batch_size=100)
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="images per FID cell; 0: inspect figures only")
     parser.add_argument("--pairs", type=parse_pairs, default=[(0.5, 0.9), (0.0, 0.9)], help="SG pairs GS:GW,…")
     parser.add_argument("--scales", type=parse_floats, default=[2.0, 4.0], help="SG scales ω,…")
+    parser.add_argument("--cfg-scales", type=parse_floats, default=[1.5, 3.0], help="CFG scales ω,…")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/route-levers.json"))
     args = parser.parse_args()

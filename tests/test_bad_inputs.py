@@ -310,6 +310,7 @@ CASES: list[tuple[str, str]] = [
     (TRAIN + " --set objective.mask_weight=.inf", "objective.mask_weight must be a finite number"),
     (TRAIN + " --set objective.time_sampling=beta", "objective.time_sampling must be one of"),
     (TRAIN + " --set objective.dense_fraction=-0.5", "objective.dense_fraction must lie in [0, 1]"),
+    (TRAIN + " --set objective.sparse_gammas=[0.5,1]", "objective.sparse_gammas must lie in [0, 1)"),
     (TRAIN + " --set data.num_workers=-1", "data.num_workers must be from 0 to 64"),
     (TRAIN + " --set data.num_workers=100000", "data.num_workers must be from 0 to 64, got 100000"),
     (TRAIN + """ --set "data.num_workers='2'" """, "data.num_workers must be a whole number, got '2'"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -174,6 +175,8 @@ def test_without_a_cheaper_sg_setting_the_report_says_so(tmp_path):
     row = next(r for r in summary["table2"] if r["method"] == "sg_flops")
     assert row["fid"] is None and "no SG setting" in row["note"]
     assert "no SG setting" in (tmp_path / "table2.md").read_text()
+    cost, fid = summary["targets"][:2]
+    assert cost["value"] is None and cost["floor_met"] is False and fid["goal_met"] is False
 
 
 def test_training_points_run_sg_cfg_and_dense_finetune_at_the_final_models_settings(tmp_path):
@@ -228,7 +231,7 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
     table = (tmp_path / "table1.md").read_text()
     assert "| 1.00 † |" in table and "\n† IS over a part of 3 samples" in table
     assert "IS in chunks-5000 (1 part of 3 per seed set) over the classifier's 10 classes" in table
-    names = ("table1.md", "table2.md", "tuning.md", "heatmaps.md", "diversity.md", "fig5.md")
+    names = ("table1.md", "table2.md", "targets.md", "tuning.md", "heatmaps.md", "diversity.md", "fig5.md")
     for name in (*names, "pareto.png", "diversity.png", "tuning.png", "fig5.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "heatmaps-routing.png").is_file() and (tmp_path / "heatmaps-masking.png").is_file()
@@ -238,6 +241,23 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
         (step, v) for step in (1, 4) for v in ("sg", "cfg", "dense-ft+cfg")
     }
     assert "| 1 | " in (tmp_path / "fig5.md").read_text()
+
+
+def test_targets_are_read_off_tables_1_and_2(tmp_path):
+    results = run_study(TINY, CellCache(tmp_path / "cache", FakeSource()))
+    summary = write_report(results, tmp_path, {**META, "settings": to_dict(TINY)})
+    t2 = {r["method"]: r for r in summary["table2"]}
+    t1 = {(r["sparsity"], r["guidance"]): r["fid"] for r in summary["table1"]}
+    cost, fid, routing, masking = summary["targets"]
+    assert cost["value"] == pytest.approx(t2["sg_flops"]["gflops_per_step"] / t2["none"]["gflops_per_step"])
+    assert cost["floor_met"] == (cost["value"] < 1.0) and cost["goal"] == 0.85
+    assert fid["floor"] == pytest.approx((t2["none"]["fid"] + t2["cfg"]["fid"]) / 2) and fid["goal"] == t2["cfg"]["fid"]
+    assert fid["floor_met"] == (t2["sg_flops"]["fid"] <= fid["floor"])
+    assert routing["value"] == pytest.approx(t1[("routing", "sg")] / t1[("routing", "cfg")])
+    assert routing["floor"] is None and routing["floor_met"] is None
+    assert masking["floor"] == 1.2 and masking["goal_met"] == (masking["value"] <= 1.0)
+    table = (tmp_path / "targets.md").read_text()
+    assert table.count("\n| SG_FLOPS") == 2 and "Table 1, masking: SG FID ÷ CFG FID" in table
     tuning = (tmp_path / "tuning.md").read_text()
     assert "sg_flops" in tuning and "0 / 0.9" in tuning
     front = [p for p in summary["pareto"] if p["on_front"] and p["sparsity"] == "routing"]
@@ -395,3 +415,10 @@ def test_an_interrupted_finetuning_resumes_from_its_last_checkpoint(tmp_path, mo
 
     monkeypatch.setattr(Trainer, "train_step", counted)
     assert finetuned(config, run).is_file() and steps == [1]  # only the missing step was trained
+
+
+def test_the_log_counts_each_planned_cell_once(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="sparseguidance.study"):
+        run_study(TINY, CellCache(tmp_path, FakeSource()))
+    done, total = map(int, re.findall(r"\[(\d+)/(\d+)\]", caplog.text)[-1])
+    assert done == total and "met before in this run" in caplog.text  # Fig. 5's final-model cells are Table 1's

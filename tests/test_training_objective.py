@@ -10,6 +10,7 @@ from sparseguidance.conditions import TextCondition
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import MaskDecoderConfig
 from sparseguidance.sparsity import draw_keep, dropped_mask
+from sparseguidance.training.config import TrainConfig
 from sparseguidance.training.objective import (
     ObjectiveConfig,
     drop_labels,
@@ -177,6 +178,29 @@ def test_unmasked_fine_tuning_keeps_every_token_and_drops_the_reconstruction_ter
     terms = flow_matching_loss(model, config, x, y, objective, torch.Generator().manual_seed(0))
     assert torch.equal(model.kwargs["keep"], torch.arange(config.num_tokens).expand(x.shape[0], -1))
     assert terms["masked"].item() == 0.0 and terms["loss"].item() == terms["visible"].item()
+
+
+def test_sparse_gammas_draw_each_sparse_step_from_the_list():
+    config = tiny_config(routes=((1, 2),), train_gamma=0.25)
+    objective = ObjectiveConfig(dense_fraction=0.5, sparse_gammas=(0.25, 0.5))
+    gammas = []
+    for seed in range(60):
+        model = Recorder()
+        x, _, y = tiny_inputs(config=config)
+        flow_matching_loss(model, config, x, y.clamp(max=4), objective, torch.Generator().manual_seed(seed))
+        gammas.append(model.kwargs["gamma"])
+    assert set(gammas) == {0.0, 0.25, 0.5}
+    assert 10 < gammas.count(0.0) < 50 and gammas.count(0.25) > 5 and gammas.count(0.5) > 5
+    model = Recorder()  # without dense steps every step is sparse, at one of the listed ratios
+    flow_matching_loss(model, config, x, y, ObjectiveConfig(sparse_gammas=(0.75,)), torch.Generator().manual_seed(0))
+    assert model.kwargs["gamma"] == 0.75
+
+
+def test_sparse_gammas_out_of_range_or_on_a_dense_model_are_refused():
+    with pytest.raises(ConfigError, match="objective.sparse_gammas must lie in"):
+        ObjectiveConfig(sparse_gammas=(0.5, 1.0))
+    with pytest.raises(ConfigError, match="sparse_gammas needs a routing or masking model"):
+        TrainConfig(model=tiny_config(), objective=ObjectiveConfig(sparse_gammas=(0.5,)))
 
 
 def test_dense_fraction_out_of_range_is_refused():

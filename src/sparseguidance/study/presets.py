@@ -47,8 +47,8 @@ class StudyPreset:
     tune_images: int = 160  # per tuning cell (ω sweeps, γ grid, Pareto): above the 128 feature dims, so FID is defined
     final_images: int = 250  # images per seed set of a reported row
     final_seed_sets: int = 3  # reported rows are means over this many seed sets; their spread is reported
-    scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)  # ω sweep of CFG, AG, ICG and AG+SG
-    sg_scales: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # ω sweep of SG, crossed with the γ grid
+    scales: tuple[float, ...] = (1.1, 1.25, 1.5, 2.0, 3.0, 4.0)  # ω sweep of CFG, AG, ICG and AG+SG
+    sg_scales: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # ω sweep of SG, crossed with the γ grid
     heat_strong: tuple[float, ...] = (0.0, 0.25, 0.5)  # γ_strong axis of SG's grid on the routing model (heat maps)
     heat_weak: tuple[float, ...] = (0.5, 0.75, 0.9)  # γ_weak axis (cells with γ_strong < γ_weak only)
     # the masking model's grid: masking tolerates much less sparsity than routing (PAPER.md Figs. 6/8, γ ≲ 0.3)

@@ -38,6 +38,9 @@ TABLE2_NAMES = {  # row on the routing model -> (summary key, label as in PAPER.
     "sg": ("sg", "+ SG (best FID, same checkpoint)"),
     "ag+sg": ("sg_fid", "+ SG_FID (AG + SG, cosine γ)"),
 }
+SG_FLOPS_COST_GOAL = 0.85  # PAPER.md Table 2: SG_FLOPS 97.67 GFLOPs/step against no guidance's 114.42
+PAPER_SG_FLOPS_COST = "97.67 / 114.42 = 0.854"
+MASKING_FLOOR = 1.2  # SG may trail CFG by a fifth on the masking model before we call it failed
 NO_FLOPS = "no SG setting on the grid costs less per image than no guidance"
 WIDE = 5.0  # an FID axis or colour scale turns logarithmic when its largest value is this many times its smallest
 HEAT_ACROSS = 3  # heat-map panels (one per ω) side by side
@@ -182,6 +185,43 @@ def table2(results: StudyResults) -> list[dict[str, Any]]:
     return table
 
 
+def target(measure: str, value: float | None, floor: float | None, goal: float, paper: str) -> dict[str, Any]:
+    """One target line: the measure's value, its floor and goal (both upper bounds) and whether each is met."""
+    met = value is not None and value <= goal
+    return {
+        "measure": measure,
+        "value": value,
+        "floor": floor,
+        "floor_met": None if floor is None else value is not None and value <= floor,
+        "goal": goal,
+        "goal_met": met,
+        "paper": paper,
+    }
+
+
+def targets(table1_rows: list[dict[str, Any]], table2_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What SG is held to, read off Tables 1 and 2 (means over the reported seed sets): SG_FLOPS cheaper than no
+    guidance and at least halfway to CFG in FID, SG at most CFG's FID (masking: a floor of 1.2 × CFG)."""
+    t2 = {r["method"]: r for r in table2_rows}
+    none, cfg, flops = t2["none"], t2["cfg"], t2["sg_flops"]
+    cost = None if flops["fid"] is None else flops["gflops_per_step"] / none["gflops_per_step"]
+    lines = [
+        target("SG_FLOPS GFLOPs/step ÷ no guidance's", cost, 1.0, SG_FLOPS_COST_GOAL, PAPER_SG_FLOPS_COST),
+        target(
+            "SG_FLOPS FID (floor: halfway from no guidance to CFG; goal: CFG's)",
+            flops["fid"],
+            (none["fid"] + cfg["fid"]) / 2,
+            cfg["fid"],
+            "2.14 vs CFG 2.57",
+        ),
+    ]
+    t1 = {(r["sparsity"], r["guidance"]): r for r in table1_rows}
+    for sparsity, floor, paper in (("routing", None, "2.07 vs 2.95"), ("masking", MASKING_FLOOR, "5.73 vs 5.82")):
+        ratio = t1[(sparsity, "sg")]["fid"] / t1[(sparsity, "cfg")]["fid"]
+        lines.append(target(f"Table 1, {sparsity}: SG FID ÷ CFG FID", ratio, floor, 1.0, paper))
+    return lines
+
+
 def tuning_table(results: StudyResults) -> list[dict[str, Any]]:
     """Every setting tried on the tuning seed set, with the rows that chose it and whether its ω is a sweep's edge."""
     chosen = chosen_for(results)
@@ -313,6 +353,21 @@ def table2_markdown(rows: list[dict[str, Any]]) -> str:
             num(r.get("precision"), 3),
             num(r.get("recall"), 3),
         )
+        for r in rows
+    ]
+    return markdown(header, lines)
+
+
+def targets_markdown(rows: list[dict[str, Any]]) -> str:
+    """The targets as Markdown: value, floor and goal (upper bounds) with whether each is met."""
+    header = ("measure", "value", "floor", "floor met", "goal", "goal met", "paper")
+
+    def verdict(met: bool | None) -> str:
+        return "—" if met is None else "yes" if met else "**no**"
+
+    lines = [
+        (r["measure"], num(r["value"]), num(r["floor"]), verdict(r["floor_met"]))
+        + (num(r["goal"]), verdict(r["goal_met"]), r["paper"])
         for r in rows
     ]
     return markdown(header, lines)
@@ -583,11 +638,13 @@ def write_report(results: StudyResults, out: Path, meta: dict[str, Any]) -> dict
         "fig5": training_table(results),
     }
     summary["heatmaps"] = heat_table(summary["tuning"])
+    summary["targets"] = targets(summary["table1"], summary["table2"])
     write_json(out / "summary.json", summary)
     note = footer(summary)
     texts = {
         "table1.md": table1_markdown(summary["table1"]),
         "table2.md": table2_markdown(summary["table2"]),
+        "targets.md": targets_markdown(summary["targets"]),
         "tuning.md": tuning_markdown(summary["tuning"]),
         "heatmaps.md": heat_markdown(summary["heatmaps"], preset),
         "diversity.md": diversity_markdown(summary["diversity"]),

@@ -174,11 +174,14 @@ class Runner:
         cell = Cell(method.sparsity, method.at(scale), seed, count, model)
         result, cached = self.cache.get(cell)
         forwards = count * forwards_per_image(cell.guidance, self.steps)
+        repeat = self.cache.path(cell) in self.seconds  # met before in this run: the plan counts it once
         self.seconds[self.cache.path(cell)] = result.seconds
-        self.done += 1
+        self.done += not repeat
         self.computed += not cached
-        self.forwards_left -= forwards
-        if cached:
+        self.forwards_left -= 0 if repeat else forwards
+        if repeat:
+            where = "met before in this run"
+        elif cached:
             where = "cached"
         else:
             self.forwards_per_second.append(forwards / max(result.seconds, 1e-9))

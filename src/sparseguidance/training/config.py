@@ -92,6 +92,8 @@ class TrainConfig:
             )
         if captions and not text_model:
             raise ConfigError(f"data.source {self.data.source} gives captions: it trains a text model (TR-DiT-…)")
+        if self.objective.sparse_gammas and self.model.sparsity == "dense":
+            raise ConfigError("objective.sparse_gammas needs a routing or masking model; this model is dense")
         if self.objective.mask_weight != ObjectiveConfig.mask_weight and text_model:
             raise ConfigError("objective.mask_weight applies to masking models; TR-DiT supports routing only")
 

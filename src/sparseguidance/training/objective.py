@@ -21,7 +21,7 @@ from sparseguidance.conditions import Condition, TextCondition
 from sparseguidance.config import check_types
 from sparseguidance.errors import ConfigError
 from sparseguidance.models import ModelConfig
-from sparseguidance.sparsity import draw_keep, dropped_mask
+from sparseguidance.sparsity import check_gamma, draw_keep, dropped_mask
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 
@@ -36,6 +36,7 @@ class ObjectiveConfig:
     label_dropout: float = 0.1  # probability of replacing a label by the null class ∅
     mask_weight: float = 0.1  # λ: weight of the reconstruction term on dropped tokens (masking models only)
     dense_fraction: float = 0.0  # probability that a step trains dense (γ 0); 1: MaskDiT's unmasked fine-tuning
+    sparse_gammas: tuple[float, ...] = ()  # γ of a sparse step, drawn uniformly per step; empty: model.train_gamma
 
     def __post_init__(self) -> None:
         check_types(self, "objective.")
@@ -49,6 +50,8 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.mask_weight must be ≥ 0, got {self.mask_weight}")
         if not 0.0 <= self.dense_fraction <= 1.0:
             raise ConfigError(f"objective.dense_fraction must lie in [0, 1], got {self.dense_fraction}")
+        for gamma in self.sparse_gammas:
+            check_gamma(gamma, "objective.sparse_gammas")
 
 
 def sample_time(batch: int, config: ObjectiveConfig, generator: torch.Generator) -> torch.Tensor:
@@ -68,11 +71,15 @@ def drop_labels(y: Condition, p: float, null_class: int | None, generator: torch
 
 
 def step_gamma(config: ModelConfig, objective: ObjectiveConfig, generator: torch.Generator) -> float:
-    """γ of one training step: the model's ratio, or 0 (dense) with probability `objective.dense_fraction`."""
-    if objective.dense_fraction == 0.0:  # no draw at all: runs without dense steps keep their random stream
+    """γ of one training step: 0 (dense) with probability `objective.dense_fraction`, else the model's ratio or
+    one of `objective.sparse_gammas` drawn uniformly. Runs with neither option draw nothing (same random stream)."""
+    if objective.dense_fraction > 0.0:
+        if torch.rand((), generator=generator, device=generator.device).item() < objective.dense_fraction:
+            return 0.0
+    if not objective.sparse_gammas:
         return config.train_gamma
-    dense = torch.rand((), generator=generator, device=generator.device).item() < objective.dense_fraction
-    return 0.0 if dense else config.train_gamma
+    pick = torch.randint(len(objective.sparse_gammas), (), generator=generator, device=generator.device).item()
+    return objective.sparse_gammas[pick]
 
 
 def pixel_mask(dropped: torch.Tensor, config: ModelConfig) -> torch.Tensor:
