@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.cache, "--cache")
     preset = resolve_preset(args)
     start = time.perf_counter()
+    where = provenance()  # before the log file is opened: a study writing into the repository is not "+dirty" by it
     with study_log(args.out / "study.log"):
-        where = provenance()
         logger.info(
             f"{where['command']}: {where['machine']}, torch {where['torch']}, {where['threads']} thread(s), "
             f"commit {where['commit']}"
