@@ -245,7 +245,8 @@ def test_report_writes_every_table_and_figure_from_the_results(tmp_path):
 
 def test_targets_are_read_off_tables_1_and_2(tmp_path):
     results = run_study(TINY, CellCache(tmp_path / "cache", FakeSource()))
-    summary = write_report(results, tmp_path, {**META, "settings": to_dict(TINY)})
+    cells = {"computed": 0, "cached": 5, "compute_minutes": 3.0, "cache": "c"}  # a rerun that read every cell
+    summary = write_report(results, tmp_path, {**META, "settings": to_dict(TINY), "cells": cells})
     t2 = {r["method"]: r for r in summary["table2"]}
     t1 = {(r["sparsity"], r["guidance"]): r["fid"] for r in summary["table1"]}
     cost, fid, routing, masking = summary["targets"]
@@ -258,6 +259,7 @@ def test_targets_are_read_off_tables_1_and_2(tmp_path):
     assert masking["floor"] == 1.2 and masking["goal_met"] == (masking["value"] <= 1.0)
     table = (tmp_path / "targets.md").read_text()
     assert table.count("\n| SG_FLOPS") == 2 and "Table 1, masking: SG FID ÷ CFG FID" in table
+    assert "1.0 min (5 cells from the cache; sampling and scoring every cell took 3.0 min)." in table
     tuning = (tmp_path / "tuning.md").read_text()
     assert "sg_flops" in tuning and "0 / 0.9" in tuning
     front = [p for p in summary["pareto"] if p["on_front"] and p["sparsity"] == "routing"]

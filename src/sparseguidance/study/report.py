@@ -457,8 +457,16 @@ def footer(summary: dict[str, Any]) -> str:
         "less per image than no guidance. "
         f"{preset['steps']} {preset['sampler']} steps. GFLOPs: {CONVENTION}.\n\n"
         f"`{summary['command']}`: {summary['machine']}, torch {summary['torch']}, {summary['threads']} thread(s), "
-        f"commit {summary['commit']}, {summary['minutes']:.1f} min.\n"
+        f"commit {summary['commit']}, {summary['minutes']:.1f} min{cached_text(summary.get('cells'))}.\n"
     )
+
+
+def cached_text(cells: dict[str, Any] | None) -> str:
+    """How much of the run came from the cache, and what those cells had cost ('' when none did)."""
+    if not cells or not cells["cached"]:
+        return ""
+    took = f"sampling and scoring every cell took {cells['compute_minutes']:.1f} min"
+    return f" ({cells['cached']} cells from the cache; {took})"
 
 
 # ---------------------------------------------------------------------------------------------- figures
