@@ -390,6 +390,12 @@ def test_dense_finetuning_derives_from_the_shipped_recipe_trains_once_and_is_reu
     assert config.train.lr == pytest.approx(shipped.train.lr * LR_FACTOR) and config.train.steps == 2
     assert config.model == shipped.model and config.train.warmup_steps == 0 and config.train.snapshot_every == 0
     assert run_name(config, "a") != run_name(config, "b")  # the starting weights' content names the run
+    assert run_name(config, "a") != run_name(replace(config, train=replace(config.train, lr=1e-5)), "a")
+    name = run_name(config, "a")
+    with monkeypatch.context() as patch:  # a setting added to every config later, at its default: the same run
+        plain = finetune_module.to_dict
+        patch.setattr(finetune_module, "to_dict", lambda c: plain(c) | {"future": {"setting": 1}})
+        assert run_name(config, "a") == name
     weights = finetuned(config, tmp_path / "run")
     assert weights.is_file() and not (tmp_path / "run" / "checkpoints").exists()
     assert read_log(tmp_path / "run" / "log.jsonl")[-1]["step"] == 2

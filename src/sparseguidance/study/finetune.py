@@ -2,8 +2,8 @@
 
 The run is the shipped run's own `config.yaml` with `train.init_from` the starting weights, `objective.dense_fraction`
 1 (γ 0 every step: MaskDiT's unmasked fine-tuning), a tenth of its learning rate (PAPER.md §3: 1e-4, fine-tuning
-1e-5), no warm-up and no snapshots. It trains in a folder named by a hash of that config (the starting weights by
-content), so a finished run is reused and an interrupted one resumes from its last checkpoint.
+1e-5), no warm-up and no snapshots. It trains in a folder named by a hash of that config's non-default settings (the
+starting weights by content), so a finished run is reused and an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sparseguidance.config import read_yaml, to_dict
 from sparseguidance.training.config import TrainConfig, train_config_from_dict
-from sparseguidance.training.trainer import train
+from sparseguidance.training.trainer import flatten, train
 
 logger = logging.getLogger("sparseguidance.study")
 
@@ -44,10 +44,12 @@ def finetune_config(recipe: Path, start: Path, steps: int, device: str) -> Train
 
 
 def run_name(config: TrainConfig, start_id: str) -> str:
-    """16 hex digits of the SHA-256 of the config, the starting weights named by `start_id` (their content)."""
-    data = to_dict(config)
-    data["train"]["init_from"] = start_id
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    """16 hex digits of the SHA-256 of the model and every setting off its default, the starting weights named by
+    `start_id` (their content): a setting added to the configs later, at its default, keeps the name."""
+    defaults = flatten(to_dict(TrainConfig(model=config.model)))
+    settings = {k: v for k, v in flatten(to_dict(config)).items() if k.startswith("model.") or v != defaults.get(k)}
+    settings["train.init_from"] = start_id
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def finetuned(config: TrainConfig, run: Path) -> Path:
