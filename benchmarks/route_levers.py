@@ -20,12 +20,10 @@ from sparseguidance.checkpoints import load_model
 from sparseguidance.cli.inspect import parse_floats, parse_pairs
 from sparseguidance.diagnostics import inspect_model, make_probe, pair_name, probe_data
 from sparseguidance.guidance import make_guidance
-from sparseguidance.images import to_uint8
 from sparseguidance.metrics import EvalConfig, Evaluator
-from sparseguidance.metrics.sources import ImageSet
 from sparseguidance.pretrained import resolve_checkpoint
 from sparseguidance.provenance import provenance, write_json
-from sparseguidance.sampling import class_labels, generate
+from sparseguidance.study.cells import sample_and_score
 
 TUNING_SEED = 0  # the study's tuning seed set
 PAIRS = ((0.0, 0.5), (0.5, 0.9), (0.0, 0.9))
@@ -46,15 +44,13 @@ def measure(path: str, args: argparse.Namespace, evaluator: Evaluator, ref: nn.M
     model = load_model(resolve_checkpoint(path))
     probe = make_probe(*probe_data("mnist5k:heldout", model, 64), seed=0)
     inspection = inspect_model(model, probe, [0.25, 0.5, 0.75], [0.1, 0.3, 0.5, 0.7, 0.9], PAIRS, None, ref)
-    labels = class_labels("all", range(args.images), model.config.num_classes)
     fids = {}
     for label, method, scale, pair in settings(args.pairs, args.scales, args.cfg_scales) if args.images else []:
         guidance = make_guidance(method, scale, *(pair or (None, None)))
         start = time.perf_counter()
-        samples = generate(guidance, {"main": model}, labels, seed=TUNING_SEED, steps=args.steps, batch_size=100)
-        features = evaluator.features(ImageSet(to_uint8(samples.images)), "samples")
-        metrics = evaluator.score(features, labels.numpy())
-        fids[label] = {**metrics, "seconds": time.perf_counter() - start, **samples.cost.as_dict()}
+        scored = sample_and_score(guidance, {"main": model}, evaluator, TUNING_SEED, args.images, steps=args.steps)
+        metrics = scored.metrics
+        fids[label] = {**metrics, "seconds": time.perf_counter() - start, **scored.samples.cost.as_dict()}
         print(f"{path}: {label}: FID {metrics['fid']:.2f}, acc {metrics['accuracy']:.3f}", flush=True)
     return {
         "model": path,

@@ -25,10 +25,11 @@ from sparseguidance.files import NPZ_ERRORS, atomic_write
 from sparseguidance.guidance import GammaSchedule, Guidance
 from sparseguidance.images import to_uint8
 from sparseguidance.metrics import EvalConfig, Evaluator
+from sparseguidance.metrics.features import Features
 from sparseguidance.metrics.sources import ImageSet
 from sparseguidance.models import DiT
 from sparseguidance.pretrained import SHIPPED_DIR, shipped_dir, shipped_file, shipped_path, shipped_snapshots
-from sparseguidance.sampling import class_labels, generate
+from sparseguidance.sampling import Samples, class_labels, generate
 from sparseguidance.study.finetune import finetune_config, finetuned, run_name
 from sparseguidance.study.presets import StudyPreset
 
@@ -183,6 +184,36 @@ def shipped_training_points(name: str = SHIPPED["routing"]) -> dict[str, int]:
     return {snapshot_model(step): step for step in sorted(shipped_snapshots(name))} | {FINAL: final_step(name)}
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Images of one seed set as sampled and as scored."""
+
+    samples: Samples
+    images: np.ndarray  # uint8, as the evaluator saw them
+    features: Features
+    metrics: dict[str, float]
+
+
+def sample_and_score(
+    guidance: Guidance,
+    models: dict[str, DiT],
+    evaluator: Evaluator,
+    seed: int,
+    count: int,
+    *,
+    steps: int = 20,
+    sampler: str = "euler",
+    batch_size: int = 100,
+) -> Scored:
+    """`count` images of seed set `seed` (image k from noise (seed, k), classes 0..9 in turn), scored by `evaluator`:
+    a study cell, and the quick sweeps of benchmarks/ on the same images and noise."""
+    labels = class_labels("all", range(count), models["main"].config.num_classes)
+    samples = generate(guidance, models, labels, seed=seed, steps=steps, sampler=sampler, batch_size=batch_size)
+    images = to_uint8(samples.images)
+    features = evaluator.features(ImageSet(images), "samples")  # extracted once: metrics and distances
+    return Scored(samples, images, features, evaluator.score(features, labels.numpy()))
+
+
 class CellSampler:
     """Samples cells with the shipped models (and dense fine-tunings of the routing run's training points, trained
     into `finetune_dir` when first needed); scores them with one Evaluator (built once)."""
@@ -254,20 +285,18 @@ class CellSampler:
         """Sample the cell's images (classes 0..9 in turn), then score them."""
         start = time.perf_counter()
         models = {role: self.model(path) for role, path in self.files(cell).items()}
-        labels = class_labels("all", range(cell.count), models["main"].config.num_classes)
-        samples = generate(
+        scored = sample_and_score(
             cell.guidance,
             models,
-            labels,
-            seed=cell.seed,
+            self.evaluator,
+            cell.seed,
+            cell.count,
             steps=self.preset.steps,
             sampler=self.preset.sampler,
             batch_size=self.preset.batch_size,
         )
-        images = to_uint8(samples.images)
-        features = self.evaluator.features(ImageSet(images), "samples")  # extracted once: metrics and distances
-        metrics = self.evaluator.score(features, labels.numpy())
-        return CellResult(metrics, samples.cost.as_dict(), time.perf_counter() - start, images, features.pool)
+        cost = scored.samples.cost.as_dict()
+        return CellResult(scored.metrics, cost, time.perf_counter() - start, scored.images, scored.features.pool)
 
     def file_info(self, path: Path) -> dict[str, str]:
         """A shipped weights file (relative to the shipped models' folder) and its fingerprint."""

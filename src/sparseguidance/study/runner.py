@@ -174,8 +174,9 @@ class Runner:
         cell = Cell(method.sparsity, method.at(scale), seed, count, model)
         result, cached = self.cache.get(cell)
         forwards = count * forwards_per_image(cell.guidance, self.steps)
-        repeat = self.cache.path(cell) in self.seconds  # met before in this run: the plan counts it once
-        self.seconds[self.cache.path(cell)] = result.seconds
+        path = self.cache.path(cell)
+        repeat = path in self.seconds  # met before in this run: the plan counts it once
+        self.seconds[path] = result.seconds
         self.done += not repeat
         self.computed += not cached
         self.forwards_left -= 0 if repeat else forwards
